@@ -1,0 +1,107 @@
+"""The randomized ensemble: many random patterns per image, scores summed, argmax.
+
+For every iteration an image gets a fresh pattern (and a left-right flip with
+probability 0.5 when the config flips); its score is
+`softmax(logits) + aux_weight * softmax(aux_logits)`. All (iteration, image)
+items of a batch go through the network together, in fixed-size chunks that
+bound memory and keep one static input shape, so `tf.function` traces once.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from defense.config import DefenseConfig
+from defense.randomization import Patterns, apply_patterns, make_generator, sample_patterns
+
+FLIP_PROBABILITY = 0.5
+
+
+def pattern_scores(outputs: dict[str, tf.Tensor], aux_weight: float) -> tf.Tensor:
+    """Per-image score: softmax of the logits plus `aux_weight` times softmax of the aux logits."""
+    scores = tf.nn.softmax(tf.cast(outputs["logits"], tf.float32))
+    if aux_weight and "aux_logits" in outputs:
+        scores += aux_weight * tf.nn.softmax(tf.cast(outputs["aux_logits"], tf.float32))
+    return scores
+
+
+class RandomizedEnsemble:
+    """Classify batches of [-1, 1] images with a model behind the randomization layers."""
+
+    def __init__(
+        self,
+        model: keras.Model,
+        config: DefenseConfig,
+        *,
+        generator: tf.random.Generator | None = None,
+        seed: int | None = None,
+        chunk_size: int = 32,
+    ):
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        self.model = model
+        self.config = config
+        self.chunk_size = chunk_size
+        self.generator = generator if generator is not None else make_generator(seed)
+        self._chunk_scores = tf.function(self._scores_of_items, reduce_retracing=True)
+
+    def draw_patterns(self, batch_size: int) -> Patterns:
+        """Patterns for every (iteration, image) item, iteration-major."""
+        config = self.config
+        iterations = config.num_iterations
+        count = iterations * batch_size if config.per_image else iterations
+        flip_probability = FLIP_PROBABILITY if config.flip else 0.0
+        if config.randomize:
+            patterns = sample_patterns(
+                self.generator,
+                count,
+                low=config.low,
+                high=config.high,
+                out_size=config.out_size,
+                flip_probability=flip_probability,
+            )
+        else:
+            zeros = tf.zeros([count], tf.int32)
+            flip = self.generator.uniform([count]) < flip_probability
+            patterns = Patterns(zeros, zeros, zeros, flip)
+        if not config.per_image:
+            patterns = Patterns(*(tf.repeat(field, batch_size) for field in patterns))
+        return patterns
+
+    def _scores_of_items(self, images, image_index, size, top, left, flip):
+        items = tf.gather(images, image_index)
+        if self.config.randomize:
+            items = apply_patterns(
+                items,
+                Patterns(size, top, left, flip),
+                out_size=self.config.out_size,
+                method=self.config.method,
+            )
+        else:
+            items = tf.where(flip[:, None, None, None], tf.reverse(items, axis=[2]), items)
+        return pattern_scores(self.model(items, training=False), self.config.aux_weight)
+
+    def scores(self, images: np.ndarray) -> np.ndarray:
+        """Summed scores [N, classes] for a batch of [-1, 1] NHWC float32 images."""
+        images = tf.convert_to_tensor(images, tf.float32)
+        batch_size = int(images.shape[0])
+        patterns = self.draw_patterns(batch_size)
+        items = self.config.num_iterations * batch_size
+        image_index = np.tile(np.arange(batch_size, dtype=np.int32), self.config.num_iterations)
+        chunk_size = min(self.chunk_size, items)
+        total = None
+        for start in range(0, items, chunk_size):
+            positions = np.arange(start, start + chunk_size)
+            chunk, valid = positions % items, positions < items
+            fields = [tf.gather(field, chunk) for field in patterns]
+            chunk_scores = self._chunk_scores(images, image_index[chunk], *fields).numpy()
+            if total is None:
+                total = np.zeros((batch_size, chunk_scores.shape[1]), np.float64)
+            np.add.at(total, image_index[chunk][valid], chunk_scores[valid])
+        return total
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Labels (argmax over all classes, slim indexing: 0 = background, 1..1000)."""
+        return np.argmax(self.scores(images), axis=1)

@@ -1,0 +1,220 @@
+"""Random resizing and random zero-padding (Xie et al. 2018, Section 3.2.1).
+
+A *pattern* is (size, top, left, flip): the image (flipped left-right when `flip`)
+is resized to size x size and placed at (top, left) on an out_size x out_size
+canvas of zeros. Resizing and padding are one gather per axis, so every pattern
+has the same static output shape, a whole batch of different patterns runs as
+one op, and gradients flow to the images.
+
+`method="nearest"` is TF1's legacy nearest neighbour (`align_corners=False`,
+`half_pixel_centers=False`: source index `floor(float32(i) * float32(in / size))`),
+which the NIPS 2017 entry used; `method="bilinear"` matches TF2's
+`tf.image.resize(..., "bilinear")` (half-pixel centres, no antialiasing).
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import NamedTuple
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+METHODS = ("nearest", "bilinear")
+
+
+class Patterns(NamedTuple):
+    """A batch of randomization patterns; every field is an int32/bool tensor of shape [N]."""
+
+    size: tf.Tensor
+    top: tf.Tensor
+    left: tf.Tensor
+    flip: tf.Tensor
+
+
+def make_generator(seed: int | None = None) -> tf.random.Generator:
+    """Philox generator: from OS entropy by default, reproducible from `seed` when given."""
+    if seed is not None:
+        return tf.random.Generator.from_seed(seed)
+    state = np.frombuffer(secrets.token_bytes(24), dtype=np.int64)
+    return tf.random.Generator.from_state(state, alg="philox")
+
+
+def validate_range(low: int, high: int, out_size: int) -> None:
+    """Check a size range [low, high) fits an out_size canvas."""
+    if not 1 <= low < high <= out_size + 1:
+        raise ValueError(
+            f"resize range [{low}, {high}) must satisfy 1 <= low < high <= out_size + 1 "
+            f"(out_size={out_size})"
+        )
+
+
+def sample_patterns(
+    generator: tf.random.Generator,
+    count: int,
+    *,
+    low: int,
+    high: int,
+    out_size: int,
+    flip_probability: float = 0.0,
+) -> Patterns:
+    """Draw `count` patterns: size uniform in [low, high), offsets in [0, out_size - size]."""
+    validate_range(low, high, out_size)
+    size = generator.uniform([count], minval=low, maxval=high, dtype=tf.int32)
+    span = tf.cast(out_size - size + 1, tf.int64)
+    offsets = generator.uniform_full_int([2, count], dtype=tf.int64)
+    top = tf.cast(tf.math.floormod(offsets[0], span), tf.int32)
+    left = tf.cast(tf.math.floormod(offsets[1], span), tf.int32)
+    flip = generator.uniform([count]) < flip_probability
+    return Patterns(size, top, left, flip)
+
+
+def _axis_taps(in_size: int, size, offset, out_size: int, method: str):
+    """Per output position: source indices, their weights, and whether it lies on the image."""
+    position = tf.range(out_size, dtype=tf.int32)[None, :] - offset[:, None]
+    inside = (position >= 0) & (position < size[:, None])
+    scale = (tf.cast(in_size, tf.float32) / tf.cast(size, tf.float32))[:, None]
+    position = tf.cast(position, tf.float32)
+    if method == "nearest":
+        source = tf.floor(position * scale)
+        lower = tf.clip_by_value(tf.cast(source, tf.int32), 0, in_size - 1)
+        return lower, None, None, inside
+    source = (position + 0.5) * scale - 0.5
+    floor = tf.floor(source)
+    lower = tf.clip_by_value(tf.cast(floor, tf.int32), 0, in_size - 1)
+    upper = tf.clip_by_value(tf.cast(tf.math.ceil(source), tf.int32), 0, in_size - 1)
+    return lower, upper, source - floor, inside
+
+
+def _along(values, axis: int):
+    """Reshape [N, out] per-position values to broadcast against NHWC along `axis`."""
+    return values[:, :, None, None] if axis == 1 else values[:, None, :, None]
+
+
+def _resample_axis(images, in_size: int, size, offset, out_size: int, method: str, axis: int):
+    lower, upper, fraction, inside = _axis_taps(in_size, size, offset, out_size, method)
+    gathered = tf.gather(images, lower, axis=axis, batch_dims=1)
+    if method == "bilinear":
+        upper_values = tf.gather(images, upper, axis=axis, batch_dims=1)
+        fraction = _along(tf.cast(fraction, images.dtype), axis)
+        gathered = gathered + (upper_values - gathered) * fraction
+    return tf.where(_along(inside, axis), gathered, tf.zeros([], images.dtype))
+
+
+def resize_and_pad(
+    images,
+    size,
+    top,
+    left,
+    *,
+    flip=False,
+    out_size: int = 331,
+    method: str = "nearest",
+) -> tf.Tensor:
+    """Resize NHWC `images` to size x size, flip if asked, and zero-pad to out_size at (top, left).
+
+    `size`, `top`, `left` and `flip` are scalars (one pattern for the batch) or
+    [N] tensors (one pattern per image). Padding is 0 in model input space.
+    Differentiable with respect to `images`.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    images = tf.convert_to_tensor(images)
+    if images.shape.rank != 4:
+        raise ValueError(f"images must be NHWC, got shape {images.shape}")
+    height, width = images.shape[1], images.shape[2]
+    if height is None or width is None:
+        raise ValueError("images need a static height and width")
+    count = tf.shape(images)[0]
+
+    def per_image(value, dtype):
+        return tf.broadcast_to(tf.cast(value, dtype), [count])
+
+    size = per_image(size, tf.int32)
+    top = per_image(top, tf.int32)
+    left = per_image(left, tf.int32)
+    flip = per_image(flip, tf.bool)
+    images = tf.where(flip[:, None, None, None], tf.reverse(images, axis=[2]), images)
+    rows = _resample_axis(images, height, size, top, out_size, method, axis=1)
+    return _resample_axis(rows, width, size, left, out_size, method, axis=2)
+
+
+def apply_patterns(images, patterns: Patterns, *, out_size: int = 331, method: str = "nearest"):
+    """`resize_and_pad` with one pattern per image."""
+    return resize_and_pad(
+        images,
+        patterns.size,
+        patterns.top,
+        patterns.left,
+        flip=patterns.flip,
+        out_size=out_size,
+        method=method,
+    )
+
+
+class RandomResizePad(keras.layers.Layer):
+    """Keras layer drawing a fresh random pattern at every call (inference included).
+
+    One pattern for the whole batch, as the NIPS 2017 entry did, or one per image
+    with `per_image=True`.
+    """
+
+    def __init__(
+        self,
+        low: int = 310,
+        high: int = 331,
+        out_size: int = 331,
+        *,
+        method: str = "nearest",
+        per_image: bool = False,
+        flip_probability: float = 0.0,
+        generator: tf.random.Generator | None = None,
+        seed: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        validate_range(low, high, out_size)
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        self.low, self.high, self.out_size = low, high, out_size
+        self.method = method
+        self.per_image = per_image
+        self.flip_probability = flip_probability
+        self._generator = generator if generator is not None else make_generator(seed)
+
+    def call(self, images):
+        count = tf.shape(images)[0] if self.per_image else 1
+        patterns = sample_patterns(
+            self._generator,
+            count,
+            low=self.low,
+            high=self.high,
+            out_size=self.out_size,
+            flip_probability=self.flip_probability,
+        )
+        if not self.per_image:
+            patterns = Patterns(*(field[0] for field in patterns))
+        return resize_and_pad(
+            images,
+            patterns.size,
+            patterns.top,
+            patterns.left,
+            flip=patterns.flip,
+            out_size=self.out_size,
+            method=self.method,
+        )
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.out_size, self.out_size, input_shape[3])
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "low": self.low,
+            "high": self.high,
+            "out_size": self.out_size,
+            "method": self.method,
+            "per_image": self.per_image,
+            "flip_probability": self.flip_probability,
+        }

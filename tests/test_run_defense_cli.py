@@ -1,0 +1,236 @@
+"""End-to-end: the absl runner and run_defense.sh on generated PNGs and a generated checkpoint."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "run_defense.py"
+
+pytestmark = pytest.mark.slow
+
+
+def run_cli(*args, env=None):
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), "--noprogress", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+
+
+def smooth_image(seed: int, size=(299, 299)) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    coarse = Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8))
+    return np.asarray(coarse.resize(size, Image.Resampling.BICUBIC))
+
+
+@pytest.fixture(scope="module")
+def input_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pngs")
+    for i in range(4):
+        Image.fromarray(smooth_image(i)).save(folder / f"image_{i}.png")
+    return folder
+
+
+def read_labels(path: Path) -> dict[str, int]:
+    return {
+        name: int(label)
+        for name, label in (line.split(",") for line in path.read_text().splitlines())
+    }
+
+
+def library_labels(checkpoint, folder, config, **overrides):
+    """What the library computes for the same run, batch by batch, with the same seed."""
+    from defense import models
+    from defense.config import load_config
+    from defense.ensemble import RandomizedEnsemble
+    from defense.images import read_image, to_model_input
+
+    model = models.load("ens_adv_inception_resnet_v2", checkpoint)
+    ensemble = RandomizedEnsemble(model, load_config(config).replace(**overrides), seed=5)
+    names = sorted(path.name for path in folder.iterdir())
+    images = to_model_input(np.stack([read_image(folder / name).pixels for name in names]))
+    labels = np.concatenate([ensemble.predict(images[i : i + 3]) for i in range(0, len(names), 3)])
+    return dict(zip(names, labels.tolist(), strict=True))
+
+
+def test_runner_labels_equal_the_library(irv2_checkpoint, input_dir, tmp_path):
+    out = tmp_path / "labels.csv"
+    result = run_cli(
+        "--input_dir",
+        input_dir,
+        "--output_file",
+        out,
+        "--checkpoint_path",
+        irv2_checkpoint,
+        "--num_iterations",
+        3,
+        "--seed",
+        5,
+        "--batch_size",
+        3,
+    )
+    assert result.returncode == 0, result.stderr
+    labels = read_labels(out)
+    assert list(labels) == sorted(labels) and len(labels) == 4
+    assert labels == library_labels(irv2_checkpoint, input_dir, "challenge", num_iterations=3)
+
+
+def test_plain_config_is_the_argmax_of_the_logits(irv2_checkpoint, input_dir, tmp_path):
+    from defense import models
+    from defense.images import read_image, to_model_input
+
+    out = tmp_path / "labels.csv"
+    result = run_cli(
+        "--input_dir",
+        input_dir,
+        "--output_file",
+        out,
+        "--checkpoint_path",
+        irv2_checkpoint,
+        "--config",
+        "none",
+        "--class_names",
+    )
+    assert result.returncode == 0, result.stderr
+    model = models.load("ens_adv_inception_resnet_v2", irv2_checkpoint)
+    names = sorted(path.name for path in input_dir.iterdir())
+    images = to_model_input(np.stack([read_image(input_dir / name).pixels for name in names]))
+    expected = np.argmax(model(images)["logits"].numpy(), axis=1)
+    rows = [line.split(",", 2) for line in out.read_text().splitlines()]
+    assert [int(row[1]) for row in rows] == expected.tolist()
+    assert all(row[2] for row in rows)
+
+
+def test_bad_images_are_reported_and_the_rest_classified(irv2_checkpoint, input_dir, tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for name in ("image_0.png", "image_1.png"):
+        (folder / name).write_bytes((input_dir / name).read_bytes())
+    Image.fromarray(smooth_image(9, (320, 240))).convert("L").save(folder / "gray_small.png")
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "truncated.png").write_bytes((input_dir / "image_2.png").read_bytes()[:500])
+    (folder / "photo.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(100))
+    Image.new("RGB", (5000, 5000)).save(folder / "huge.png")
+    out = tmp_path / "labels.csv"
+    result = run_cli(
+        "--input_dir",
+        folder,
+        "--output_file",
+        out,
+        "--checkpoint_path",
+        irv2_checkpoint,
+        "--num_iterations",
+        2,
+    )
+    assert result.returncode == 1
+    assert sorted(read_labels(out)) == ["gray_small.png", "image_0.png", "image_1.png"]
+    for name, reason in [
+        ("empty.png", "empty file"),
+        ("truncated.png", "corrupt PNG"),
+        ("photo.jpg", "not a PNG"),
+        ("huge.png", "decompression-bomb"),
+    ]:
+        assert any(name in line and reason in line for line in result.stderr.splitlines()), name
+    assert "resized to 299x299" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("problem", "expected"),
+    [
+        ("missing", "download_checkpoints.py"),
+        ("truncated", "truncated or corrupt"),
+        ("other_net", "missing from the checkpoint"),
+        ("not_a_checkpoint", "not a readable TensorFlow checkpoint"),
+    ],
+)
+def test_bad_checkpoints_fail_clearly(irv2_checkpoint, input_dir, tmp_path, problem, expected):
+    import tensorflow as tf
+
+    prefix = tmp_path / "model.ckpt"
+    if problem == "truncated":
+        for suffix in (".index", ".data-00000-of-00001"):
+            data = Path(f"{irv2_checkpoint}{suffix}").read_bytes()
+            Path(f"{prefix}{suffix}").write_bytes(
+                data if suffix == ".index" else data[: len(data) // 3]
+            )
+    elif problem == "other_net":
+        tf.raw_ops.SaveV2(
+            prefix=str(prefix),
+            tensor_names=["InceptionV3/Conv2d_1a_3x3/weights"],
+            shape_and_slices=[""],
+            tensors=[tf.zeros([3, 3, 3, 32])],
+        )
+    elif problem == "not_a_checkpoint":
+        Path(f"{prefix}.index").write_bytes(os.urandom(300))
+    result = run_cli(
+        "--input_dir",
+        input_dir,
+        "--output_file",
+        tmp_path / "out.csv",
+        "--checkpoint_path",
+        prefix,
+    )
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert "ens_adv_inception_resnet_v2_2017_08_18.tar.gz" in result.stderr
+    assert not (tmp_path / "out.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("setup", "expected"),
+    [
+        ("missing_input", "does not exist"),
+        ("empty_input", "holds no files"),
+        ("missing_output_dir", "output directory"),
+        ("bad_config", "unknown config"),
+        ("bad_model", "unknown model"),
+    ],
+)
+def test_bad_locations_and_flags_fail_before_loading(input_dir, tmp_path, setup, expected):
+    folder, out, extra = input_dir, tmp_path / "out.csv", []
+    if setup == "missing_input":
+        folder = tmp_path / "nowhere"
+    elif setup == "empty_input":
+        folder = tmp_path / "empty"
+        folder.mkdir()
+    elif setup == "missing_output_dir":
+        out = tmp_path / "no" / "out.csv"
+    elif setup == "bad_config":
+        extra = ["--config", "chalenge"]
+    else:
+        extra = ["--model", "resnet_v9"]
+    result = run_cli("--input_dir", folder, "--output_file", out, *extra)
+    assert result.returncode == 2
+    assert expected in result.stderr
+
+
+def test_competition_entry_point(irv2_checkpoint, input_dir, tmp_path):
+    out = tmp_path / "result.csv"
+    env = {**os.environ, "DEFENSE_CHECKPOINT": str(irv2_checkpoint), "PYTHON": sys.executable}
+    subset = tmp_path / "two"
+    subset.mkdir()
+    for name in ("image_0.png", "image_3.png"):
+        (subset / name).write_bytes((input_dir / name).read_bytes())
+    result = subprocess.run(
+        [str(REPO / "run_defense.sh"), str(subset), str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = out.read_text().splitlines()
+    assert [line.split(",")[0] for line in lines] == ["image_0.png", "image_3.png"]
+    assert all(0 <= int(line.split(",")[1]) <= 1000 for line in lines)
+    usage = subprocess.run(
+        [str(REPO / "run_defense.sh"), str(subset)], capture_output=True, text=True
+    )
+    assert usage.returncode == 2 and "usage" in usage.stderr
