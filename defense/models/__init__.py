@@ -11,7 +11,7 @@ import os
 
 import keras
 
-from defense.models.checkpoint import CheckpointError, assign_from_checkpoint
+from defense.models.checkpoint import CheckpointError, assign_from_checkpoint, open_checkpoint
 from defense.models.registry import REGISTRY, ModelSpec, get_spec
 from defense.models.slim import slim_variables
 
@@ -46,8 +46,9 @@ def load(
 ) -> keras.Model:
     """Build registry model `name` and assign it strictly from a slim checkpoint."""
     spec = get_spec(name)
-    model = build(name, precision=precision, **options)
     try:
+        open_checkpoint(checkpoint_path)
+        model = build(name, precision=precision, **options)
         assign_from_checkpoint(slim_variables(model), checkpoint_path, model_name=name)
     except CheckpointError as error:
         raise CheckpointError(f"{error}\n{_how_to_get(spec)}") from error

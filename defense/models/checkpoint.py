@@ -133,7 +133,7 @@ def assign_from_checkpoint(
     for name, variable in variables.items():
         try:
             value = reader.get_tensor(name)
-        except (tf.errors.OpError, ValueError) as error:
+        except (tf.errors.OpError, ValueError, IndexError) as error:
             raise CheckpointError(
                 f"checkpoint {path} is truncated or corrupt: reading {name} failed "
                 f"({_first_line(error)}); download it again"
