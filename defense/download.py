@@ -1,0 +1,324 @@
+"""Fetch, verify and install the official slim checkpoints (see checkpoints/README.md).
+
+Nothing is installed before it is verified: the tarball is streamed into a
+temporary directory inside the checkpoint directory while its SHA-256 is
+computed, checked against the registry's hash (when known) and the lock file,
+extracted there with tarfile's ``data`` filter, and its checkpoint must hold
+exactly the variables and shapes the Keras model consumes. Only then are the
+checkpoint files moved into place with `os.replace`, and the lock file records
+what was seen so that a later download of a changed file is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import re
+import sys
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+import zlib
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+from absl import logging
+from tqdm import tqdm
+
+from defense.models import REGISTRY, ModelSpec, expected_shapes, get_spec
+from defense.models.checkpoint import (
+    CheckpointError,
+    compare_manifest,
+    model_shapes,
+    open_checkpoint,
+)
+from defense.models.registry import CHECKPOINT_BASE_URL
+
+LOCK_FILE = "checkpoints.lock.json"
+DEFAULT_TIMEOUT = 20.0
+_CHUNK_BYTES = 1 << 20
+
+
+class DownloadError(RuntimeError):
+    """A checkpoint could not be fetched or failed verification; nothing was installed."""
+
+
+class UnreachableError(DownloadError):
+    """The server could not be reached or did not deliver the file (other models will fail too)."""
+
+
+def select(names: Sequence[str]) -> list[ModelSpec]:
+    """Registry entries for `names` (`all` means every model), in order, without repeats."""
+    chosen = list(REGISTRY) if "all" in names else names
+    return [get_spec(name) for name in dict.fromkeys(chosen)]
+
+
+def tarball_url(spec: ModelSpec, base_url: str = CHECKPOINT_BASE_URL) -> str:
+    """Where `spec`'s tarball lives under `base_url` (the official site or a mirror)."""
+    return f"{base_url.rstrip('/')}/{spec.tarball}"
+
+
+def ensure_checkpoint(
+    spec: ModelSpec,
+    checkpoint_dir: str | os.PathLike,
+    *,
+    base_url: str = CHECKPOINT_BASE_URL,
+    timeout: float = DEFAULT_TIMEOUT,
+    force: bool = False,
+    progress: bool = True,
+) -> Literal["present", "downloaded"]:
+    """Make sure `checkpoint_dir` holds `spec`'s verified checkpoint, downloading it if needed.
+
+    Returns "present" when a verified copy was already there (skipped unless
+    `force`), "downloaded" when it was fetched and installed. Raises
+    `DownloadError` (`UnreachableError` for network failures) with nothing
+    installed and no temporary files left behind.
+    """
+    directory = Path(checkpoint_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    if not force and _installed_and_verified(spec, directory):
+        logging.info("%s: verified checkpoint already in %s; skipping", spec.name, directory)
+        return "present"
+    lock_path = directory / LOCK_FILE
+    locked = read_lock(lock_path).get(spec.name)
+    url = tarball_url(spec, base_url)
+    with tempfile.TemporaryDirectory(prefix=f".download-{spec.name}-", dir=directory) as work:
+        tarball = Path(work) / spec.tarball
+        logging.info("%s: downloading %s", spec.name, url)
+        try:
+            sha256, size = _fetch(url, tarball, timeout=timeout, progress=progress)
+        except _FetchError as error:
+            raise UnreachableError(
+                f"cannot download {spec.name} from {url}: {error}\n\n"
+                f"{manual_instructions(spec, directory, url)}"
+            ) from error
+        _check_digest(spec, url, sha256, locked, lock_path)
+        extracted = Path(work) / "extracted"
+        _extract(tarball, extracted)
+        files = _tarball_checkpoint(spec, extracted)
+        _verify_manifest(spec, files[-1].parent / spec.checkpoint_file, "the downloaded checkpoint")
+        for path in files:  # index (or V1 file) last: it is what makes the checkpoint visible
+            os.replace(path, directory / path.name)
+    logging.info("%s: installed %s in %s", spec.name, ", ".join(p.name for p in files), directory)
+    if locked is None:
+        _record(lock_path, spec.name, url=url, sha256=sha256, size=size)
+    return "downloaded"
+
+
+def manual_instructions(spec: ModelSpec, checkpoint_dir: Path, url: str) -> str:
+    """How to install `spec`'s checkpoint by hand when this machine cannot download it."""
+    name = spec.checkpoint_file
+    official = "" if url == spec.url else f" (or the official {spec.url})"
+    return (
+        f"To install it by hand, fetch {url}{official} on a machine with internet access "
+        f"(e.g. `curl -fLO {url}`), copy it to this machine and extract it:\n"
+        f"    tar -xzf {spec.tarball} -C {checkpoint_dir}\n"
+        f"so that {checkpoint_dir} holds either the TF V2 checkpoint files\n"
+        f"    {name}.index\n"
+        f"    {name}.data-00000-of-00001\n"
+        f"or the single TF V1 checkpoint file\n"
+        f"    {name}\n"
+        f"then run `python scripts/download_checkpoints.py {spec.name}` to verify it."
+    )
+
+
+def read_lock(path: Path) -> dict[str, dict[str, Any]]:
+    """The lock file's entries by model name; an absent or empty file has none."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    if not text.strip():
+        return {}
+    try:
+        entries = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise DownloadError(
+            f"lock file {path} is not valid JSON ({error}); fix or delete it"
+        ) from None
+    if not isinstance(entries, dict) or not all(isinstance(e, dict) for e in entries.values()):
+        raise DownloadError(f"lock file {path} must map model names to objects; fix or delete it")
+    return entries
+
+
+class _FetchError(Exception):
+    """Network-level failure: unreachable host, HTTP error, stall or short read."""
+
+
+def _fetch(url: str, destination: Path, *, timeout: float, progress: bool) -> tuple[str, int]:
+    """Stream `url` into `destination`; one attempt, `timeout` per connect and per read."""
+    digest, size, total = hashlib.sha256(), 0, None
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            length = response.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            with (
+                destination.open("wb") as out,
+                tqdm(
+                    total=total,
+                    unit="B",
+                    unit_scale=True,
+                    unit_divisor=1024,
+                    desc=destination.name,
+                    file=sys.stderr,
+                    disable=not progress,
+                    leave=False,
+                ) as bar,
+            ):
+                while chunk := response.read(_CHUNK_BYTES):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    size += len(chunk)
+                    bar.update(len(chunk))
+    except urllib.error.HTTPError as error:
+        raise _FetchError(f"HTTP {error.code} {error.reason}") from error
+    except urllib.error.URLError as error:
+        raise _FetchError(_reason(error.reason, timeout)) from error
+    except (OSError, http.client.HTTPException) as error:
+        raise _FetchError(_reason(error, timeout)) from error
+    if total is not None and size != total:
+        raise _FetchError(f"the connection closed after {size} of {total} bytes")
+    return digest.hexdigest(), size
+
+
+def _reason(error: object, timeout: float) -> str:
+    if isinstance(error, TimeoutError):
+        return f"no answer within {timeout:g} s"
+    return str(error) or type(error).__name__
+
+
+def _check_digest(
+    spec: ModelSpec, url: str, sha256: str, locked: dict[str, Any] | None, lock_path: Path
+) -> None:
+    """Refuse a tarball whose SHA-256 differs from the registry's or the lock's."""
+    if spec.tarball_sha256 and sha256 != spec.tarball_sha256.lower():
+        raise DownloadError(
+            f"{spec.tarball} from {url} has SHA-256 {sha256}, but the registry expects "
+            f"{spec.tarball_sha256}: it is corrupt or not the official file; nothing was installed"
+        )
+    if locked is not None and sha256 != locked.get("sha256"):
+        raise DownloadError(
+            f"{spec.tarball} from {url} has SHA-256 {sha256}, but {lock_path} recorded "
+            f"{locked.get('sha256')} for {spec.name} (from {locked.get('url')} on "
+            f"{locked.get('date')}); nothing was installed. If the file changed deliberately, "
+            f"delete the {spec.name!r} entry from the lock file and run again."
+        )
+
+
+def _extract(tarball: Path, destination: Path) -> None:
+    """Extract in one streaming pass through `_safe_member`, which refuses unsafe members."""
+    try:
+        with tarfile.open(tarball, "r:*") as archive:
+            archive.extractall(destination, filter=_safe_member)
+    except tarfile.FilterError as error:
+        raise DownloadError(f"refusing unsafe tarball {tarball.name}: {error}") from error
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
+        raise DownloadError(f"{tarball.name} is not a valid .tar.gz archive ({error})") from error
+
+
+def _safe_member(member: tarfile.TarInfo, destination: str) -> tarfile.TarInfo | None:
+    """tarfile's `data` filter, also refusing absolute and `..` names (which it would rewrite)."""
+    path = PurePosixPath(member.name)
+    if path.is_absolute():
+        raise tarfile.AbsolutePathError(member)
+    if ".." in path.parts:
+        raise tarfile.OutsideDestinationError(member, os.path.join(destination, member.name))
+    return tarfile.data_filter(member, destination)
+
+
+def _tarball_checkpoint(spec: ModelSpec, extracted: Path) -> list[Path]:
+    """The checkpoint files `spec.checkpoint_file` names, found once anywhere in the tarball."""
+    heads = {spec.checkpoint_file, f"{spec.checkpoint_file}.index"}
+    folders = sorted({path.parent for path in extracted.rglob("*") if path.name in heads})
+    if len(folders) != 1:
+        contents = sorted(str(p.relative_to(extracted)) for p in extracted.rglob("*"))[:20]
+        problem = "does not contain" if not folders else "holds more than one copy of"
+        raise DownloadError(
+            f"{spec.tarball} {problem} the checkpoint {spec.checkpoint_file} "
+            f"(V2: {spec.checkpoint_file}.index + .data-*; V1: the single file); "
+            f"it holds: {', '.join(contents) or 'nothing'}"
+        )
+    files = _checkpoint_files(folders[0], spec.checkpoint_file)
+    links = [path.name for path in files if path.is_symlink() or not path.is_file()]
+    if links:
+        raise DownloadError(f"{spec.tarball}: {', '.join(links)} must be regular files, not links")
+    return files
+
+
+def _checkpoint_files(folder: Path, checkpoint_file: str) -> list[Path]:
+    """Files of checkpoint `checkpoint_file` in `folder`, the index or V1 file last.
+
+    A V2 checkpoint is `<prefix>.index` plus every `<prefix>.data-NNNNN-of-MMMMM`
+    shard; a V1 checkpoint is the single file `<prefix>`. `<prefix>.meta` comes
+    along when present. Raises `DownloadError` naming what is missing.
+    """
+    index, single = folder / f"{checkpoint_file}.index", folder / checkpoint_file
+    meta = (
+        [folder / f"{checkpoint_file}.meta"]
+        if (folder / f"{checkpoint_file}.meta").exists()
+        else []
+    )
+    if not index.exists():
+        if not single.is_file():
+            raise DownloadError(f"neither {index.name} nor {single.name} exists")
+        return [*meta, single]
+    pattern = re.compile(re.escape(checkpoint_file) + r"\.data-(\d{5})-of-(\d{5})")
+    shards = {
+        path: (int(match[1]), int(match[2]))
+        for path in folder.iterdir()
+        if (match := pattern.fullmatch(path.name))
+    }
+    counts = {count for _, count in shards.values()}
+    if len(counts) != 1 or {i for i, _ in shards.values()} != set(range(counts.pop())):
+        raise DownloadError(
+            f"{index.name} is there but its data shards are incomplete or mixed "
+            f"({', '.join(sorted(p.name for p in shards)) or f'no {checkpoint_file}.data-* file'})"
+        )
+    return [*sorted(shards), *meta, index]
+
+
+def _verify_manifest(spec: ModelSpec, prefix: Path, what: str) -> None:
+    """Raise `DownloadError` unless `prefix` holds exactly the variables `spec`'s model has."""
+    try:
+        found = model_shapes(open_checkpoint(prefix))
+    except CheckpointError as error:
+        raise DownloadError(f"{what} is unreadable: {error}") from error
+    diff = compare_manifest(expected_shapes(spec.name), found)
+    if diff:
+        raise DownloadError(f"{what} does not match the {spec.name} model:\n{diff.describe()}")
+
+
+def _installed_and_verified(spec: ModelSpec, directory: Path) -> bool:
+    """True when `directory` already holds a complete checkpoint that fits the model."""
+    if not any((directory / f"{spec.checkpoint_file}{s}").exists() for s in ("", ".index")):
+        return False
+    try:
+        _checkpoint_files(directory, spec.checkpoint_file)
+        _verify_manifest(spec, directory / spec.checkpoint_file, "the installed checkpoint")
+    except DownloadError as error:
+        logging.warning("%s: %s; downloading it again", spec.name, error)
+        return False
+    return True
+
+
+def _record(lock_path: Path, name: str, **entry: Any) -> None:
+    """Add `name`'s entry to the lock file, written atomically (temporary file + os.replace)."""
+    entries = read_lock(lock_path)
+    entries[name] = {**entry, "date": datetime.now(UTC).isoformat(timespec="seconds")}
+    with tempfile.NamedTemporaryFile(
+        "w", encoding="utf-8", dir=lock_path.parent, prefix=f".{lock_path.name}.", delete=False
+    ) as out:
+        try:
+            json.dump(entries, out, indent=2, sort_keys=True)
+            out.write("\n")
+            out.flush()
+            os.fsync(out.fileno())
+        except BaseException:
+            os.unlink(out.name)
+            raise
+    os.replace(out.name, lock_path)
