@@ -17,7 +17,6 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["defense", "defense.*"]),
     package_data={"defense": ["data/*.txt"]},
-    include_package_data=True,
     install_requires=[
         "tensorflow==2.21.*",
         "keras>=3.10,<4",

@@ -234,3 +234,21 @@ def test_competition_entry_point(irv2_checkpoint, input_dir, tmp_path):
         [str(REPO / "run_defense.sh"), str(subset)], capture_output=True, text=True
     )
     assert usage.returncode == 2 and "usage" in usage.stderr
+
+
+def test_bundled_samples(irv2_checkpoint, tmp_path):
+    out = tmp_path / "samples.csv"
+    result = run_cli(
+        "--input_dir",
+        REPO / "samples",
+        "--output_file",
+        out,
+        "--checkpoint_path",
+        irv2_checkpoint,
+        "--config",
+        "paper",
+        "--class_names",
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [line.split(",", 2) for line in out.read_text().splitlines()]
+    assert [row[0] for row in rows] == ["astronaut.png", "chelsea.png", "coffee.png", "rocket.png"]

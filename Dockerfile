@@ -1,0 +1,40 @@
+# Randomization defense (NIPS 2017 challenge entry) as a competition container.
+#
+#   docker build -t randomization-defense .
+#   docker run --rm -v "$PWD/samples:/input:ro" -v "$PWD/output:/output" \
+#       randomization-defense /input /output/result.csv
+#
+# behaves like `./run_defense.sh samples output/result.csv`. Add `--gpus all` to use a GPU.
+# Whatever is in checkpoints/ at build time is baked in. Without a baked-in checkpoint,
+# mount one read-only over it:  -v /path/to/checkpoints:/app/checkpoints:ro
+# The container runs as an unprivileged user: the output directory must be writable by
+# it (e.g. add `--user "$(id -u):$(id -g)"` to write as yourself).
+# Network is needed only while building (pip); the defense itself never uses it.
+
+# Pin further with a digest if wanted: --build-arg BASE_IMAGE=tensorflow/tensorflow@sha256:...
+ARG BASE_IMAGE=tensorflow/tensorflow:2.21.0-gpu
+FROM ${BASE_IMAGE}
+
+# KERAS_HOME under /tmp: writable whatever --user the container runs as.
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    KERAS_HOME=/tmp/.keras
+
+WORKDIR /app
+
+# Install the package and its pinned dependencies first (the base image already has
+# TensorFlow 2.21), so that edits elsewhere in the repo reuse this layer.
+COPY setup.py pyproject.toml README.md ./
+COPY defense/ defense/
+RUN python3 -m pip install --no-cache-dir . \
+    && rm -rf build ./*.egg-info
+
+COPY . .
+
+# Numeric IDs, so that the host and orchestrators can tell the user is not root.
+RUN groupadd --gid 10001 defense \
+    && useradd --no-log-init --create-home --uid 10001 --gid 10001 defense
+USER 10001:10001
+
+ENTRYPOINT ["/app/run_defense.sh"]
