@@ -1,8 +1,9 @@
 """Competition I/O: reading input PNGs robustly and writing label CSVs atomically.
 
-Inputs are the regular, non-hidden files of a directory. Each must be a PNG; it
-is converted to 8-bit RGB (grayscale, palette, alpha and 16-bit images are
-accepted) and resized to 299x299 when it has another size. A file that cannot
+Inputs are the `*.png` files of a directory (and files of other image formats,
+which are reported as not PNG). Each is converted to 8-bit RGB (grayscale,
+palette, alpha and 16-bit images are accepted) and resized to 299x299 when it
+has another size. A file that cannot
 be used raises `ImageError` with the reason, so a run can skip it and go on.
 """
 
@@ -50,8 +51,33 @@ class LoadedImage:
     resized_from: tuple[int, int] | None = None
 
 
-def list_inputs(input_dir: str | os.PathLike) -> list[Path]:
-    """Regular, non-hidden files of `input_dir`, sorted by name."""
+@dataclass
+class InputListing:
+    """The files of an input directory: images to classify and other files left alone."""
+
+    images: list[Path]
+    ignored: list[Path]
+
+
+def _is_image_candidate(path: Path) -> bool:
+    """A `*.png` name, or image data of another format (so that it is reported, not skipped)."""
+    if path.suffix.lower() == ".png":
+        return True
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(16)
+    except OSError:
+        return True
+    return _format_of(header) is not None
+
+
+def list_inputs(input_dir: str | os.PathLike) -> InputListing:
+    """Sort the regular, non-hidden files of `input_dir` into images and ignored files.
+
+    Images are `*.png` files and files holding another image format (which then
+    fail as "not a PNG"); anything else, such as a licence or a CSV, is ignored,
+    as the competition runtime ignored it.
+    """
     directory = Path(input_dir)
     if not directory.exists():
         raise InputError(f"input directory {directory} does not exist")
@@ -65,12 +91,20 @@ def list_inputs(input_dir: str | os.PathLike) -> list[Path]:
         path
         for path in entries
         if not path.name.startswith(".")
-        and (path.is_file() or path.is_symlink())
         and not path.is_dir()
+        and (path.is_file() or path.is_symlink())
     ]
-    if not files:
-        raise InputError(f"input directory {directory} holds no files")
-    return files
+    listing = InputListing(
+        images=[path for path in files if _is_image_candidate(path)],
+        ignored=[path for path in files if not _is_image_candidate(path)],
+    )
+    if not listing.images:
+        ignored = ", ".join(path.name for path in listing.ignored)
+        raise InputError(
+            f"input directory {directory} holds no PNG files"
+            + (f" (ignored: {ignored})" if ignored else "")
+        )
+    return listing
 
 
 def _format_of(header: bytes) -> str | None:

@@ -68,7 +68,14 @@ def classify_directory(
     """Classify every input file with `predict` (images in [-1, 1] -> labels) and write the CSV."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    paths = list_inputs(input_dir)
+    listing = list_inputs(input_dir)
+    if listing.ignored:
+        logging.warning(
+            "ignoring %d file(s) that are not images: %s",
+            len(listing.ignored),
+            ", ".join(path.name for path in listing.ignored),
+        )
+    paths = listing.images
     result = RunResult()
     with tqdm(total=len(paths), unit="img", disable=not progress, desc="classifying") as bar:
         for start in range(0, len(paths), batch_size):

@@ -119,13 +119,20 @@ def test_list_inputs_skips_hidden_files_and_folders(tmp_path, rgb):
     (tmp_path / ".DS_Store").write_bytes(b"x")
     (tmp_path / "sub").mkdir()
     (tmp_path / "notes.txt").write_text("x")
-    assert [path.name for path in list_inputs(tmp_path)] == ["a.png", "b.png", "notes.txt"]
+    (tmp_path / "photo.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(20))
+    (tmp_path / "upper.PNG").write_bytes(b"")
+    listing = list_inputs(tmp_path)
+    assert [path.name for path in listing.images] == ["a.png", "b.png", "photo.jpg", "upper.PNG"]
+    assert [path.name for path in listing.ignored] == ["notes.txt"]
 
 
 def test_missing_or_empty_input_dir(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         list_inputs(tmp_path / "missing")
-    with pytest.raises(InputError, match="holds no files"):
+    with pytest.raises(InputError, match="holds no PNG files"):
+        list_inputs(tmp_path)
+    (tmp_path / "README.md").write_text("x")
+    with pytest.raises(InputError, match=r"no PNG files \(ignored: README.md\)"):
         list_inputs(tmp_path)
     (tmp_path / "file").write_text("x")
     with pytest.raises(InputError, match="not a directory"):

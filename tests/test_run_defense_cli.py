@@ -188,7 +188,7 @@ def test_bad_checkpoints_fail_clearly(irv2_checkpoint, input_dir, tmp_path, prob
     ("setup", "expected"),
     [
         ("missing_input", "does not exist"),
-        ("empty_input", "holds no files"),
+        ("empty_input", "holds no PNG files"),
         ("missing_output_dir", "output directory"),
         ("bad_config", "unknown config"),
         ("bad_model", "unknown model"),
@@ -252,3 +252,4 @@ def test_bundled_samples(irv2_checkpoint, tmp_path):
     assert result.returncode == 0, result.stderr
     rows = [line.split(",", 2) for line in out.read_text().splitlines()]
     assert [row[0] for row in rows] == ["astronaut.png", "chelsea.png", "coffee.png", "rocket.png"]
+    assert "ignoring 1 file(s) that are not images: LICENSES.md" in result.stderr

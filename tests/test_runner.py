@@ -42,6 +42,7 @@ def test_bad_files_are_listed_and_good_ones_classified(input_dir, tmp_path):
     (input_dir / "empty.png").write_bytes(b"")
     (input_dir / "photo.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(64))
     (input_dir / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(10))
+    (input_dir / "target_class.csv").write_text("img0.png,3\n")
     out = tmp_path / "out.csv"
     result = classify_directory(input_dir, out, brightness_label, batch_size=3, progress=False)
     assert sorted(result.failures) == ["broken.png", "empty.png", "photo.jpg"]
