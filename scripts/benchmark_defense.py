@@ -79,7 +79,8 @@ def time_ensemble(model, config, images: np.ndarray) -> tuple[float, np.ndarray]
     from defense.ensemble import RandomizedEnsemble
 
     ensemble = RandomizedEnsemble(model, config, seed=FLAGS.seed, chunk_size=FLAGS.chunk_size)
-    ensemble.predict(images[: FLAGS.batch_size])
+    enough_for_a_full_chunk = -(-FLAGS.chunk_size // config.num_iterations)
+    ensemble.predict(images[:enough_for_a_full_chunk])
     ensemble.generator.reset_from_seed(FLAGS.seed)
     start = time.perf_counter()
     labels = np.concatenate(
@@ -99,9 +100,9 @@ def time_naive(model, config, images: np.ndarray) -> float:
 
     rng = np.random.default_rng(FLAGS.seed)
 
-    def run(batch: np.ndarray) -> np.ndarray:
+    def run(batch: np.ndarray, iterations: int = config.num_iterations) -> np.ndarray:
         total = 0
-        for _ in range(config.num_iterations):
+        for _ in range(iterations):
             if rng.integers(2):
                 batch = batch[:, :, ::-1, :]
             size = int(rng.integers(config.low, config.high))
@@ -119,7 +120,7 @@ def time_naive(model, config, images: np.ndarray) -> float:
             total += pattern_scores(outputs, config.aux_weight).numpy()
         return np.argmax(total, axis=1)
 
-    run(images[: FLAGS.batch_size])
+    run(images[: FLAGS.batch_size], iterations=1)
     start = time.perf_counter()
     for i in range(0, len(images), FLAGS.batch_size):
         run(images[i : i + FLAGS.batch_size])

@@ -131,16 +131,23 @@ def assign_from_checkpoint(
     if diff:
         raise CheckpointError(f"checkpoint {path} does not fit {model_name}:\n{diff.describe()}")
     for name, variable in variables.items():
-        try:
-            value = reader.get_tensor(name)
-        except (tf.errors.OpError, ValueError, IndexError) as error:
-            raise CheckpointError(
-                f"checkpoint {path} is truncated or corrupt: reading {name} failed "
-                f"({_first_line(error)}); download it again"
-            ) from error
+        value = read_tensor(reader, name, path)
         if not np.all(np.isfinite(value)):
             raise CheckpointError(f"checkpoint {path}: {name} holds NaN or infinite values")
         variable.assign(value.astype(variable.dtype))
+
+
+def read_tensor(
+    reader: tf.train.CheckpointReader, name: str, path: str | os.PathLike
+) -> np.ndarray:
+    """One tensor's value; a short or damaged data file becomes a `CheckpointError`."""
+    try:
+        return reader.get_tensor(name)
+    except (tf.errors.OpError, ValueError, IndexError) as error:
+        raise CheckpointError(
+            f"checkpoint {path} is truncated or corrupt: reading {name} failed "
+            f"({_first_line(error)}); download it again"
+        ) from error
 
 
 def _first_line(error: BaseException) -> str:
