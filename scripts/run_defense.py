@@ -58,10 +58,9 @@ def main(argv: list[str]) -> int:
         return cli.fail(PROGRAM, str(error))
     checkpoint = FLAGS.checkpoint_path or cli.default_checkpoint(spec.checkpoint_file)
 
-    from defense.labels import class_names
-
     from defense import models
     from defense.ensemble import RandomizedEnsemble
+    from defense.labels import class_names
     from defense.runner import classify_directory
 
     options = {"aux_head": FLAGS.aux_head} if spec.has_aux else {}

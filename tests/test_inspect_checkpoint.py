@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from slim_reference.checkpoint_writer import write_checkpoint
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "inspect_checkpoint.py"

@@ -17,10 +17,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from slim_reference.checkpoint_writer import checkpoint_getter, values_getter, write_checkpoint
-from slim_reference.inception_resnet_v2 import Getter, forward, variable_shapes
 
 from defense.models import CheckpointError, expected_shapes, get_spec, load
+from slim_reference.checkpoint_writer import checkpoint_getter, values_getter, write_checkpoint
+from slim_reference.inception_resnet_v2 import Getter, forward, variable_shapes
 
 MODEL = "ens_adv_inception_resnet_v2"
 AUX_HEADS = ("entry", "tf_models")
