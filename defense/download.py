@@ -101,6 +101,7 @@ def ensure_checkpoint(
         extracted = Path(work) / "extracted"
         _extract(tarball, extracted)
         files = _tarball_checkpoint(spec, extracted)
+        _check_published_hash(spec, files[-1])
         _verify_manifest(spec, files[-1].parent / spec.checkpoint_file, "the downloaded checkpoint")
         for path in files:  # index (or V1 file) last: it is what makes the checkpoint visible
             os.replace(path, directory / path.name)
@@ -248,6 +249,26 @@ def _tarball_checkpoint(spec: ModelSpec, extracted: Path) -> list[Path]:
     if links:
         raise DownloadError(f"{spec.tarball}: {', '.join(links)} must be regular files, not links")
     return files
+
+
+def _check_published_hash(spec: ModelSpec, checkpoint: Path) -> None:
+    """Compare the single-file checkpoint with its published SHA-1, where one is known."""
+    if not spec.checkpoint_sha1:
+        return
+    if checkpoint.name != spec.checkpoint_file:
+        raise DownloadError(
+            f"{spec.tarball}: the published SHA-1 is for the single-file checkpoint "
+            f"{spec.checkpoint_file}, but the tarball holds {checkpoint.name}"
+        )
+    digest = hashlib.sha1(usedforsecurity=False)
+    with open(checkpoint, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK_BYTES), b""):
+            digest.update(chunk)
+    if digest.hexdigest() != spec.checkpoint_sha1.lower():
+        raise DownloadError(
+            f"{spec.checkpoint_file} has SHA-1 {digest.hexdigest()}, but the published one is "
+            f"{spec.checkpoint_sha1}: it is corrupt or not the official file; nothing was installed"
+        )
 
 
 def _checkpoint_files(folder: Path, checkpoint_file: str) -> list[Path]:

@@ -7,6 +7,7 @@ location, checkpoint, config or flags).
 
 from __future__ import annotations
 
+import inspect
 import sys
 
 from absl import app, flags, logging
@@ -63,7 +64,11 @@ def main(argv: list[str]) -> int:
     from defense.labels import class_names
     from defense.runner import classify_directory
 
-    options = {"aux_head": FLAGS.aux_head} if spec.has_aux else {}
+    options = {}
+    if FLAGS["aux_head"].present:
+        if "aux_head" not in inspect.signature(spec.build).parameters:
+            return cli.fail(PROGRAM, f"--aux_head applies to Inception-ResNet-v2, not {spec.name}")
+        options["aux_head"] = FLAGS.aux_head
     try:
         model = models.load(spec.name, checkpoint, precision=FLAGS.precision, **options)
     except CheckpointError as error:

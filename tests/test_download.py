@@ -218,6 +218,25 @@ def test_v1_checkpoint_in_a_subfolder(served, tmp_path, target):
     assert listing(target) == sorted(["tiny_2016_08_30.ckpt", download.LOCK_FILE])
 
 
+@pytest.mark.parametrize("published_matches", [True, False])
+def test_published_checkpoint_sha1_is_checked(served, tmp_path, target, published_matches):
+    folder, base_url, _ = served
+    v1 = tmp_path / "tiny_v1.ckpt"
+    names = list(MANIFEST)
+    data = [np.ones(MANIFEST[name], np.float32) for name in names]
+    tf.raw_ops.Save(filename=str(v1), tensor_names=names, data=data)
+    sha1 = hashlib.sha1(v1.read_bytes()).hexdigest() if published_matches else "0" * 40
+    spec = tiny_spec(checkpoint_file="tiny_v1.ckpt", checkpoint_sha1=sha1)
+    (folder / "models").mkdir()
+    make_tarball(folder / "models" / spec.tarball, {"tiny_v1.ckpt": v1})
+    if published_matches:
+        assert fetch(spec, target, base_url) == "downloaded"
+    else:
+        with pytest.raises(download.DownloadError, match="published one is 0000"):
+            fetch(spec, target, base_url)
+        assert listing(target) == []
+
+
 @pytest.mark.parametrize(
     "extra",
     [

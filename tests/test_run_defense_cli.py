@@ -253,3 +253,53 @@ def test_bundled_samples(irv2_checkpoint, tmp_path):
     rows = [line.split(",", 2) for line in out.read_text().splitlines()]
     assert [row[0] for row in rows] == ["astronaut.png", "chelsea.png", "coffee.png", "rocket.png"]
     assert "ignoring 1 file(s) that are not images: LICENSES.md" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("model", "config"),
+    [
+        ("inception_v3", "challenge"),
+        ("ens4_adv_inception_v3", "paper"),
+        ("resnet_v2_101", "challenge"),
+    ],
+)
+def test_every_architecture_runs(model, config, input_dir, tmp_path):
+    from defense import models
+    from slim_reference.checkpoint_writer import deterministic_values, write_checkpoint
+
+    prefix = write_checkpoint(
+        tmp_path / "model.ckpt", deterministic_values(models.expected_shapes(model))
+    )
+    out = tmp_path / "labels.csv"
+    result = run_cli(
+        "--input_dir",
+        input_dir,
+        "--output_file",
+        out,
+        "--checkpoint_path",
+        prefix,
+        "--model",
+        model,
+        "--config",
+        config,
+        "--num_iterations",
+        2,
+    )
+    assert result.returncode == 0, result.stderr
+    labels = read_labels(out)
+    assert sorted(labels) == [f"image_{i}.png" for i in range(4)]
+    assert all(0 <= label <= 1000 for label in labels.values())
+    if model == "resnet_v2_101":
+        wrong = run_cli(
+            "--input_dir",
+            input_dir,
+            "--output_file",
+            out,
+            "--checkpoint_path",
+            prefix,
+            "--model",
+            model,
+            "--aux_head",
+            "tf_models",
+        )
+        assert wrong.returncode == 2 and "--aux_head applies to" in wrong.stderr

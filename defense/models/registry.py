@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import keras
 
-from defense.models import inception_resnet_v2
+from defense.models import inception_resnet_v2, inception_v3, resnet_v2
 
 CHECKPOINT_BASE_URL = "http://download.tensorflow.org/models/"
 
@@ -25,6 +25,7 @@ class ModelSpec:
     num_variables: int
     num_parameters: int
     tarball_sha256: str | None = None
+    checkpoint_sha1: str | None = None
 
     @property
     def url(self) -> str:
@@ -54,6 +55,55 @@ REGISTRY: dict[str, ModelSpec] = {
             has_aux=True,
             num_variables=908,
             num_parameters=59_244_594,
+        ),
+        *(
+            ModelSpec(
+                name=name,
+                build=inception_v3.build,
+                checkpoint_file=checkpoint_file,
+                tarball=tarball,
+                default_image_size=299,
+                has_aux=True,
+                num_variables=388,
+                num_parameters=27_182_194,
+                checkpoint_sha1=sha1,
+            )
+            for name, checkpoint_file, tarball, sha1 in (
+                (
+                    "inception_v3",
+                    "inception_v3.ckpt",
+                    "inception_v3_2016_08_28.tar.gz",
+                    "606fd6953c58c817c56fd3bc2f0384fc2ecaba92",
+                ),
+                (
+                    "adv_inception_v3",
+                    "adv_inception_v3.ckpt",
+                    "adv_inception_v3_2017_08_18.tar.gz",
+                    None,
+                ),
+                (
+                    "ens3_adv_inception_v3",
+                    "ens3_adv_inception_v3.ckpt",
+                    "ens3_adv_inception_v3_2017_08_18.tar.gz",
+                    None,
+                ),
+                (
+                    "ens4_adv_inception_v3",
+                    "ens4_adv_inception_v3.ckpt",
+                    "ens4_adv_inception_v3_2017_08_18.tar.gz",
+                    None,
+                ),
+            )
+        ),
+        ModelSpec(
+            name="resnet_v2_101",
+            build=resnet_v2.build,
+            checkpoint_file="resnet_v2_101.ckpt",
+            tarball="resnet_v2_101_2017_04_14.tar.gz",
+            default_image_size=299,
+            has_aux=False,
+            num_variables=544,
+            num_parameters=44_677_609,
         ),
     )
 }

@@ -67,8 +67,11 @@ def conv(
 
 
 def fully_connected(x, units: int, scope: str):
-    """slim.fully_connected without activation (a 2-D `weights` matrix and `biases`)."""
-    return layers.Dense(units, name=layer_name(scope))(x)
+    """slim.fully_connected without activation (a 2-D `weights` matrix and `biases`).
+
+    Always computed in float32: classifier outputs stay float32 under mixed precision.
+    """
+    return layers.Dense(units, dtype="float32", name=layer_name(scope))(x)
 
 
 def slim_variables(model: keras.Model) -> dict[str, keras.Variable]:
@@ -86,3 +89,14 @@ def slim_variables(model: keras.Model) -> dict[str, keras.Variable]:
                 raise ValueError(f"two Keras weights claim the slim name {name!r}")
             variables[name] = weight
     return variables
+
+
+def batch_norm(x, scope: str, *, scale: bool, epsilon: float, activation: str | None = "relu"):
+    """slim.batch_norm on its own (no conv), its variables directly under `scope`.
+
+    ResNet-v2's `preact` and `postnorm` norms are such standalone layers.
+    """
+    x = layers.BatchNormalization(epsilon=epsilon, scale=scale, name=layer_name(scope))(x)
+    if activation:
+        x = layers.Activation(activation, name=layer_name(f"{scope}/{activation}"))(x)
+    return x

@@ -34,6 +34,9 @@ def deterministic_value(name: str, shape: tuple[int, ...]) -> np.ndarray:
     elif leaf == "moving_mean":
         # Positive, so a mean/variance mix-up gives wrong but finite outputs, not NaN.
         value = rng.uniform(0.02, 0.3, shape)
+    elif leaf == "gamma":
+        # ResNet-v2 keeps 0.6-1.2 rms activations with this range; [0.8, 1.6] explodes.
+        value = rng.uniform(0.8, 1.1, shape)
     elif leaf == "beta":
         value = rng.normal(0.0, 0.1, shape)
     elif leaf == "biases":
