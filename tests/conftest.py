@@ -28,3 +28,11 @@ def irv2_checkpoint(
 
     folder = tmp_path_factory.mktemp("irv2_checkpoint")
     return write_checkpoint(folder / "inception_resnet_v2.ckpt", irv2_values)
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """A small CNN trained on scikit-learn's digits (about half a minute), with test data."""
+    from digits import train
+
+    return train()

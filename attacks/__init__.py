@@ -1,0 +1,28 @@
+"""Adversarial attacks on the slim classifiers and on the randomization defense.
+
+Conventions shared by every attack module:
+- images live in model input space, float32 NHWC in [-1, 1]; attacks clip there;
+- a model is seen through a *logits function* `x -> [N, classes]`, which is what
+  a scenario's target model (`attacks.scenarios.TargetModel.logits`) provides;
+- epsilons are given in [0, 255] pixel units, as the paper and the competition
+  do, and converted with `pixels_to_model`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import tensorflow as tf
+
+LogitsFn = Callable[[tf.Tensor], tf.Tensor]
+CLIP_MIN, CLIP_MAX = -1.0, 1.0
+
+
+def pixels_to_model(epsilon: float) -> float:
+    """An epsilon in [0, 255] pixel units as a distance in [-1, 1] model space."""
+    return float(epsilon) * 2.0 / 255.0
+
+
+def model_to_pixels(distance: float) -> float:
+    """A distance in [-1, 1] model space in [0, 255] pixel units."""
+    return float(distance) * 255.0 / 2.0
