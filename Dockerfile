@@ -5,6 +5,8 @@
 #       randomization-defense /input /output/result.csv
 #
 # behaves like `./run_defense.sh samples output/result.csv`. Add `--gpus all` to use a GPU.
+# A command instead of arguments runs that command, which is how the NIPS 2017 toolkit
+# calls submissions mounted at /code:  IMAGE ./run_attack.sh INPUT OUTPUT MAX_EPSILON
 # Whatever is in checkpoints/ at build time is baked in. Without a baked-in checkpoint,
 # mount one read-only over it:  -v /path/to/checkpoints:/app/checkpoints:ro
 # The container runs as an unprivileged user: the output directory must be writable by
@@ -27,6 +29,7 @@ WORKDIR /app
 # TensorFlow 2.21), so that edits elsewhere in the repo reuse this layer.
 COPY setup.py pyproject.toml README.md ./
 COPY defense/ defense/
+COPY attacks/ attacks/
 RUN python3 -m pip install --no-cache-dir . \
     && rm -rf build ./*.egg-info
 
@@ -37,4 +40,4 @@ RUN groupadd --gid 10001 defense \
     && useradd --no-log-init --create-home --uid 10001 --gid 10001 defense
 USER 10001:10001
 
-ENTRYPOINT ["/app/run_defense.sh"]
+ENTRYPOINT ["/app/docker-entrypoint.sh"]

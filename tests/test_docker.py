@@ -15,7 +15,11 @@ REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "Dockerfile"
 # What `run_defense.sh` needs at run time; .dockerignore must not drop any of it.
 NEEDED_IN_IMAGE = [
+    "docker-entrypoint.sh",
     "run_defense.sh",
+    "submissions/eot_pgd/run_attack.sh",
+    "scripts/generate_adversarial.py",
+    "attacks/__init__.py",
     "scripts/run_defense.py",
     "defense/__init__.py",
     "defense/data/slim_class_names.txt",
@@ -74,15 +78,28 @@ def test_metadata_declares_a_defense_run_by_run_defense_sh():
     assert data["entry_point"] == "run_defense.sh"
 
 
-def test_entrypoint_is_the_repos_executable_run_defense_sh():
+def test_entrypoint_runs_the_defense_or_the_given_command():
     assert last("WORKDIR") == "/app"
     assert ("COPY", ". .") in instructions()
     entrypoint = json.loads(last("ENTRYPOINT"))
-    assert entrypoint == [f"/app/{metadata()['entry_point']}"]
-    script = REPO / Path(entrypoint[0]).relative_to("/app")
-    assert script.is_file()
+    assert entrypoint == ["/app/docker-entrypoint.sh"]
+    script = REPO / "docker-entrypoint.sh"
     assert os.access(script, os.X_OK)
-    assert script.read_text(encoding="utf-8").startswith("#!")
+
+    def run(*args, **env):
+        environment = {**os.environ, **env}
+        return subprocess.run(
+            [str(script), *args], capture_output=True, text=True, env=environment, timeout=60
+        )
+
+    defense = run("/input", "/output/result.csv", PYTHON="echo")
+    assert defense.returncode == 0
+    assert "--input_dir=/input --output_file=/output/result.csv" in defense.stdout
+    assert metadata()["entry_point"] == "run_defense.sh"
+    command = run("echo", "toolkit-style call")
+    assert command.stdout == "toolkit-style call\n"
+    usage = run(str(REPO / "run_defense.sh"), "only-one-argument")
+    assert usage.returncode == 2 and "usage" in usage.stderr
 
 
 def test_container_runs_as_non_root():

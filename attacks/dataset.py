@@ -1,0 +1,150 @@
+"""Labels and targets of an image set, and atomic writers for adversarial outputs.
+
+Label files come in two formats, told apart by their first line:
+- `<filename>,<label>` lines without a header (the competition's `target_class.csv`
+  and the defense's output; extra columns, such as a class name, are ignored);
+- the NIPS 2017 dataset CSV, whose header names `ImageId` and the label columns
+  (`TrueLabel`, `TargetClass`); the file of image `ImageId` is `ImageId.png`.
+
+Labels use the slim indexing of the 1001-class models: 1..1000 are ImageNet
+classes and 0 (background) is never a valid dataset label. Writers put a file
+into place with `os.replace` from a temporary file in the same directory, so a
+reader never sees a half-written PNG or array.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image
+
+IMAGENET_CLASSES = 1000
+TRUE_LABEL, TARGET_CLASS = "TrueLabel", "TargetClass"
+_MAX_REPORTED = 10
+
+
+class LabelError(ValueError):
+    """A label file is unusable, or lacks the label of an image; the message says which."""
+
+
+def _listing(items: list[str]) -> str:
+    shown = ", ".join(items[:_MAX_REPORTED])
+    return shown + (f" and {len(items) - _MAX_REPORTED} more" if len(items) > _MAX_REPORTED else "")
+
+
+def read_labels(
+    path: str | os.PathLike,
+    *,
+    column: str = TRUE_LABEL,
+    num_classes: int = IMAGENET_CLASSES,
+    first_label: int = 1,
+) -> dict[str, int]:
+    """Labels by image file name from a `<filename>,<label>` CSV or the NIPS 2017 dataset CSV.
+
+    `column` picks the label column of a dataset CSV (`TrueLabel` or `TargetClass`).
+    Labels must be integers in first_label..first_label + num_classes - 1 (slim:
+    1..1000). Every bad line is reported, with its number, in one `LabelError`.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as error:
+        raise LabelError(f"cannot read label file {path}: {error}") from error
+    rows = [
+        (number, [cell.strip() for cell in row])
+        for number, row in enumerate(csv.reader(io.StringIO(text)), start=1)
+        if any(cell.strip() for cell in row)
+    ]
+    name_index, label_index, suffix = 0, 1, ""
+    if rows and "ImageId" in rows[0][1]:
+        header = rows.pop(0)[1]
+        if column not in header:
+            raise LabelError(
+                f"label file {path} looks like the NIPS 2017 dataset CSV (it has an ImageId "
+                f"column) but has no {column} column; its columns: {', '.join(header)}"
+            )
+        name_index, label_index, suffix = header.index("ImageId"), header.index(column), ".png"
+    last_label = first_label + num_classes - 1
+    labels: dict[str, int] = {}
+    lines: dict[str, int] = {}
+    problems = []
+    for number, row in rows:
+        if len(row) <= max(name_index, label_index):
+            problems.append(f"line {number}: expected <filename>,<label>, got {','.join(row)!r}")
+            continue
+        name, text_label = row[name_index] + suffix, row[label_index]
+        try:
+            label = int(text_label)
+        except ValueError:
+            problems.append(f"line {number}: label {text_label!r} of {name} is not an integer")
+            continue
+        if not first_label <= label <= last_label:
+            problems.append(
+                f"line {number}: label {label} of {name} is outside {first_label}..{last_label}"
+            )
+        elif name in labels and labels[name] != label:
+            problems.append(
+                f"line {number}: {name} has label {label} here and {labels[name]} "
+                f"on line {lines[name]}"
+            )
+        else:
+            labels[name], lines[name] = label, number
+    if problems:
+        raise LabelError(f"label file {path}: {_listing(problems)}")
+    return labels
+
+
+def read_targets(path: str | os.PathLike, **options) -> dict[str, int]:
+    """Target classes by file name: `target_class.csv` or a dataset CSV's TargetClass column."""
+    return read_labels(path, column=TARGET_CLASS, **options)
+
+
+def labels_for(
+    names: Iterable[str], labels: Mapping[str, int], *, source: str | os.PathLike
+) -> dict[str, int]:
+    """The labels of `names`, or a `LabelError` naming every image `source` has no label for."""
+    names = list(names)
+    missing = [name for name in names if name not in labels]
+    if missing:
+        raise LabelError(f"{source} has no label for {len(missing)} image(s): {_listing(missing)}")
+    return {name: labels[name] for name in names}
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
+    """Write a file through `write(handle)` into a temporary file, then rename it over `path`."""
+    path = Path(path)
+    descriptor, temporary = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+    )
+    try:
+        with open(descriptor, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_png_atomic(path: str | os.PathLike, pixels: np.ndarray) -> None:
+    """Save uint8 [H, W, 3] pixels as an RGB PNG, atomically."""
+    if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
+        raise ValueError(f"expected uint8 [H, W, 3] pixels, got {pixels.dtype} {pixels.shape}")
+    image = Image.fromarray(pixels, "RGB")
+    write_atomic(path, lambda handle: image.save(handle, format="PNG"))
+
+
+def write_npy_atomic(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Save an array as `.npy` (lossless), atomically."""
+    write_atomic(path, lambda handle: np.save(handle, array, allow_pickle=False))
