@@ -33,6 +33,7 @@ setup(
             "tf-slim==1.1.0",
             "tf-keras==2.21.*",
             "scikit-learn>=1.4",
+            "foolbox==3.3.4",
         ],
         "dev": [
             "pytest>=8",
@@ -40,6 +41,7 @@ setup(
             "tf-slim==1.1.0",
             "tf-keras==2.21.*",
             "scikit-learn>=1.4",
+            "foolbox==3.3.4",
             "ruff>=0.6",
         ],
     },
