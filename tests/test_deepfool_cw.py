@@ -18,15 +18,13 @@ from cleverhans.tf2.attacks.carlini_wagner_l2 import CarliniWagnerL2
 from cleverhans.tf2.attacks.carlini_wagner_l2 import (
     carlini_wagner_l2 as upstream_carlini_wagner_l2,
 )
-from digits import INPUT_SIZE, NUM_CLASSES, OUT_SIZE
+from digits import CW_FAST_ITERATIONS, NUM_CLASSES
 
 from attacks import CLIP_MAX, CLIP_MIN, LogitsFn, model_to_pixels
 from attacks.carlini_wagner import carlini_wagner_l2
 from attacks.deepfool import deepfool, deepfool_with_steps
-from attacks.scenarios import build_scenario, target_model
 
-DEEPFOOL_IMAGES, CW_IMAGES, CW_TARGETED_IMAGES, CW_FULL_IMAGES = 100, 40, 20, 4
-CW_FAST_ITERATIONS = 100
+CW_TARGETED_IMAGES, CW_FULL_IMAGES = 20, 4
 # The competition's largest L-infinity budget, in pixel units: "small" L2 means a
 # median perturbation whose root-mean-square per pixel value stays below it.
 SMALL_RMS_PIXELS = 16.0
@@ -53,47 +51,17 @@ def assert_close_medians(ours: np.ndarray, theirs: np.ndarray) -> None:
 
 
 @pytest.fixture(scope="module")
-def target(digits) -> LogitsFn:
-    """The vanilla scenario's target model: the undefended CNN."""
-    scenario = build_scenario("vanilla", input_size=INPUT_SIZE, out_size=OUT_SIZE)
-    return target_model(digits.model, scenario).logits
-
-
-@pytest.fixture(scope="module")
-def correct(digits, target) -> tuple[np.ndarray, np.ndarray]:
-    """The test images the model classifies correctly, and their labels."""
-    keep = predict(target, digits.x_test) == digits.y_test
-    return digits.x_test[keep], digits.y_test[keep]
-
-
-@pytest.fixture(scope="module")
-def deepfool_run(target, correct):
-    """Images, labels, DeepFool examples and per-example steps, at the paper's settings."""
-    images, labels = (a[:DEEPFOOL_IMAGES] for a in correct)
-    adversarial, steps = deepfool_with_steps(target, images)
-    return images, labels, adversarial.numpy(), steps.numpy()
-
-
-@pytest.fixture(scope="module")
-def cw_run(target, correct):
-    """Images, labels and untargeted C&W examples with 100 Adam steps per constant."""
-    images, labels = (a[:CW_IMAGES] for a in correct)
-    adversarial = carlini_wagner_l2(target, images, labels, max_iterations=CW_FAST_ITERATIONS)
-    return images, labels, adversarial.numpy()
-
-
-@pytest.fixture(scope="module")
-def foolbox_model(target):
+def foolbox_model(digits_target):
     """The target model for foolbox (a test extra), traced once."""
     import foolbox
 
-    return foolbox.TensorFlowModel(tf.function(target), bounds=(CLIP_MIN, CLIP_MAX))
+    return foolbox.TensorFlowModel(tf.function(digits_target), bounds=(CLIP_MIN, CLIP_MAX))
 
 
-def test_deepfool_fools_the_undefended_model(deepfool_run, target):
+def test_deepfool_fools_the_undefended_model(deepfool_run, digits_target):
     images, labels, adversarial, steps = deepfool_run
     assert adversarial.min() >= CLIP_MIN and adversarial.max() <= CLIP_MAX
-    assert np.mean(predict(target, adversarial) == labels) <= 0.05
+    assert np.mean(predict(digits_target, adversarial) == labels) <= 0.05
     assert rms_pixels(np.median(l2(adversarial, images)), images) < SMALL_RMS_PIXELS
     assert steps.min() >= 1 and np.median(steps) < 10
 
@@ -126,18 +94,20 @@ def cleverhans_deepfool(logits_fn: LogitsFn, images: np.ndarray, candidates: int
 
 
 @pytest.mark.parametrize(("candidates", "every"), [(NUM_CLASSES, 4), (3, 2)])
-def test_deepfool_follows_the_cleverhans_loop(deepfool_run, target, candidates, every):
+def test_deepfool_follows_the_cleverhans_loop(deepfool_run, digits_target, candidates, every):
     """With fewer candidates than classes they are re-ranked at every step, which here
     changes the result of about one image in a hundred."""
     images = deepfool_run[0][::every]
-    ours = deepfool(target, images, nb_candidate=candidates).numpy()
-    np.testing.assert_allclose(ours, cleverhans_deepfool(target, images, candidates), atol=1e-5)
+    ours = deepfool(digits_target, images, nb_candidate=candidates).numpy()
+    np.testing.assert_allclose(
+        ours, cleverhans_deepfool(digits_target, images, candidates), atol=1e-5
+    )
 
 
-def test_deepfool_stops_each_example_when_its_label_changes(deepfool_run, target):
+def test_deepfool_stops_each_example_when_its_label_changes(deepfool_run, digits_target):
     images, _, adversarial, steps = deepfool_run
     for max_iter in (1, 3):
-        early, early_steps = deepfool_with_steps(target, images, max_iter=max_iter)
+        early, early_steps = deepfool_with_steps(digits_target, images, max_iter=max_iter)
         np.testing.assert_array_equal(early_steps, np.minimum(steps, max_iter))
         done = steps <= max_iter
         assert done.any() and not done.all()
@@ -146,31 +116,31 @@ def test_deepfool_stops_each_example_when_its_label_changes(deepfool_run, target
         assert (l2(early.numpy()[~done], adversarial[~done]) > 0).all()
 
 
-def test_deepfool_results_do_not_depend_on_the_batch(deepfool_run, target):
+def test_deepfool_results_do_not_depend_on_the_batch(deepfool_run, digits_target):
     images, _, adversarial, steps = deepfool_run
     pick = np.argsort(steps)[-4:]  # the slowest: batched with the most others before
-    alone, alone_steps = deepfool_with_steps(target, images[pick])
+    alone, alone_steps = deepfool_with_steps(digits_target, images[pick])
     np.testing.assert_array_equal(alone_steps, steps[pick])
     np.testing.assert_allclose(alone.numpy(), adversarial[pick], atol=1e-4)
 
 
-def test_deepfool_moves_away_from_the_models_own_prediction(digits, target):
-    wrong = predict(target, digits.x_test) != digits.y_test
+def test_deepfool_moves_away_from_the_models_own_prediction(digits, digits_target):
+    wrong = predict(digits_target, digits.x_test) != digits.y_test
     images = digits.x_test[wrong]
     assert len(images) > 0
-    adversarial = deepfool(target, images)
-    assert (predict(target, adversarial) != predict(target, images)).all()
+    adversarial = deepfool(digits_target, images)
+    assert (predict(digits_target, adversarial) != predict(digits_target, images)).all()
 
 
-def test_deepfool_checks_its_candidates(target, correct):
+def test_deepfool_checks_its_candidates(digits_target, digits_correct):
     with pytest.raises(ValueError, match="exceeds the 10 classes"):
-        deepfool(target, correct[0][:2], nb_candidate=NUM_CLASSES + 1)
+        deepfool(digits_target, digits_correct[0][:2], nb_candidate=NUM_CLASSES + 1)
     with pytest.raises(ValueError, match="nb_candidate must be >= 2"):
-        deepfool(target, correct[0][:2], nb_candidate=1)
+        deepfool(digits_target, digits_correct[0][:2], nb_candidate=1)
 
 
 @pytest.mark.slow
-def test_deepfool_agrees_with_foolbox(deepfool_run, target, foolbox_model):
+def test_deepfool_agrees_with_foolbox(deepfool_run, digits_target, foolbox_model):
     import foolbox
 
     images, labels, adversarial, _ = deepfool_run
@@ -180,83 +150,86 @@ def test_deepfool_agrees_with_foolbox(deepfool_run, target, foolbox_model):
     theirs, _, success = attack(
         foolbox_model, tf.constant(images), tf.constant(labels), epsilons=None
     )
-    ours_success = predict(target, adversarial) != labels
+    ours_success = predict(digits_target, adversarial) != labels
     assert abs(success.numpy().mean() - ours_success.mean()) <= 0.05
     assert_close_medians(l2(adversarial, images), l2(theirs.numpy(), images))
 
 
-def test_upstream_cleverhans_carlini_wagner_fails(target, correct):
+def test_upstream_cleverhans_carlini_wagner_fails(digits_target, digits_correct):
     """cleverhans 4.0.0's C&W on Keras 3; if this starts passing, upstream may be usable."""
     import tf_keras
 
-    images = correct[0][:4]
+    images = digits_correct[0][:4]
     # Keras 3 optimizers have a `variables` list, not the method cleverhans calls.
     with pytest.raises(TypeError, match="'list' object is not callable"):
-        upstream_carlini_wagner_l2(target, images, clip_min=CLIP_MIN, clip_max=CLIP_MAX)
+        upstream_carlini_wagner_l2(digits_target, images, clip_min=CLIP_MIN, clip_max=CLIP_MAX)
     # Past that (a legacy optimizer), `const` has the images' shape, not [batch] (issue #1205).
-    attack = CarliniWagnerL2(target, clip_min=CLIP_MIN, clip_max=CLIP_MAX, max_iterations=1)
+    attack = CarliniWagnerL2(digits_target, clip_min=CLIP_MIN, clip_max=CLIP_MAX, max_iterations=1)
     attack.optimizer = tf_keras.optimizers.Adam(attack.learning_rate)
     with pytest.raises(ValueError, match="Dimensions must be equal"):
         attack.attack(images)
 
 
-def test_carlini_wagner_fools_the_undefended_model(cw_run, target):
+def test_carlini_wagner_fools_the_undefended_model(cw_run, digits_target):
     images, labels, adversarial = cw_run
     assert adversarial.min() >= CLIP_MIN and adversarial.max() <= CLIP_MAX
-    fooled = predict(target, adversarial) != labels
+    fooled = predict(digits_target, adversarial) != labels
     assert fooled.mean() >= 0.95
     assert rms_pixels(np.median(l2(adversarial, images)), images) < SMALL_RMS_PIXELS
     np.testing.assert_array_equal(adversarial[~fooled], images[~fooled])
 
 
-def test_carlini_wagner_returns_the_originals_where_it_fails(target, correct):
-    images, labels = (a[:4] for a in correct)
-    adversarial = carlini_wagner_l2(target, images, labels, binary_search_steps=1, max_iterations=5)
+def test_carlini_wagner_returns_the_originals_where_it_fails(digits_target, digits_correct):
+    images, labels = (a[:4] for a in digits_correct)
+    adversarial = carlini_wagner_l2(
+        digits_target, images, labels, binary_search_steps=1, max_iterations=5
+    )
     np.testing.assert_array_equal(adversarial.numpy(), images)
 
 
-def test_carlini_wagner_keeps_the_confidence_margin(target, correct):
-    images, labels = (a[:10] for a in correct)
+def test_carlini_wagner_keeps_the_confidence_margin(digits_target, digits_correct):
+    images, labels = (a[:10] for a in digits_correct)
     confidence = 3.0
     adversarial = carlini_wagner_l2(
-        target, images, labels, confidence=confidence, max_iterations=CW_FAST_ITERATIONS
+        digits_target, images, labels, confidence=confidence, max_iterations=CW_FAST_ITERATIONS
     )
     changed = l2(adversarial, images) > 0
     assert changed.sum() >= 8
-    logits = target(adversarial).numpy()[changed]
+    logits = digits_target(adversarial).numpy()[changed]
     true = logits[np.arange(len(logits)), labels[changed]]
     others = np.where(np.eye(NUM_CLASSES, dtype=bool)[labels[changed]], -np.inf, logits)
     assert (others.max(axis=1) - true >= confidence - 1e-4).all()
 
 
-def test_carlini_wagner_results_do_not_depend_on_the_batch(target, correct):
-    images, labels = (a[:6] for a in correct)
+def test_carlini_wagner_results_do_not_depend_on_the_batch(digits_target, digits_correct):
+    images, labels = (a[:6] for a in digits_correct)
     settings = {"max_iterations": 30, "binary_search_steps": 3}
-    together = carlini_wagner_l2(target, images, labels, **settings).numpy()
+    together = carlini_wagner_l2(digits_target, images, labels, **settings).numpy()
     apart = [
-        carlini_wagner_l2(target, images[i : i + 3], labels[i : i + 3], **settings) for i in (0, 3)
+        carlini_wagner_l2(digits_target, images[i : i + 3], labels[i : i + 3], **settings)
+        for i in (0, 3)
     ]
     np.testing.assert_allclose(np.concatenate(apart), together, atol=1e-4)
 
 
-def test_carlini_wagner_targeted_reaches_the_targets(target, correct):
-    images, labels = (a[:CW_TARGETED_IMAGES] for a in correct)
+def test_carlini_wagner_targeted_reaches_the_targets(digits_target, digits_correct):
+    images, labels = (a[:CW_TARGETED_IMAGES] for a in digits_correct)
     targets = (labels + 1 + np.arange(len(labels)) % (NUM_CLASSES - 1)) % NUM_CLASSES
     # Adam moves each value by about learning_rate per step: 100 steps of 5e-3 reach
     # only 75% of these targets, 100 steps of 1e-2 (or 300 of 5e-3) all of them.
     adversarial = carlini_wagner_l2(
-        target,
+        digits_target,
         images,
         targets,
         targeted=True,
         learning_rate=1e-2,
         max_iterations=CW_FAST_ITERATIONS,
     )
-    assert np.mean(predict(target, adversarial) == targets) >= 0.9
+    assert np.mean(predict(digits_target, adversarial) == targets) >= 0.9
 
 
 @pytest.mark.slow
-def test_carlini_wagner_agrees_with_foolbox(cw_run, target, foolbox_model):
+def test_carlini_wagner_agrees_with_foolbox(cw_run, digits_target, foolbox_model):
     import foolbox
 
     images, labels, adversarial = cw_run
@@ -271,16 +244,16 @@ def test_carlini_wagner_agrees_with_foolbox(cw_run, target, foolbox_model):
     theirs, _, success = attack(
         foolbox_model, tf.constant(images), tf.constant(labels), epsilons=None
     )
-    ours_success = predict(target, adversarial) != labels
+    ours_success = predict(digits_target, adversarial) != labels
     assert abs(success.numpy().mean() - ours_success.mean()) <= 0.05
     assert_close_medians(l2(adversarial, images), l2(theirs.numpy(), images))
 
 
 @pytest.mark.slow
-def test_carlini_wagner_with_the_papers_hyperparameters(cw_run, target):
+def test_carlini_wagner_with_the_papers_hyperparameters(cw_run, digits_target):
     images, labels, fast = (a[:CW_FULL_IMAGES] for a in cw_run)
-    adversarial = carlini_wagner_l2(target, images, labels).numpy()
-    assert (predict(target, adversarial) != labels).all()
+    adversarial = carlini_wagner_l2(digits_target, images, labels).numpy()
+    assert (predict(digits_target, adversarial) != labels).all()
     # Ten times the Adam steps per constant: no larger, and not much smaller (about 5%).
     full, short = np.median(l2(adversarial, images)), np.median(l2(fast, images))
     assert 0.85 * short <= full <= 1.01 * short
