@@ -29,6 +29,7 @@ from attacks.dataset import (
     write_npy_atomic,
     write_png_atomic,
 )
+from attacks.evaluation import read_adversarial_set
 from attacks.generate import (
     STATS_COLUMNS,
     Attacker,
@@ -723,3 +724,96 @@ def test_eot_submissions_stay_within_max_epsilon(irv2_checkpoint, tmp_path, name
     else:
         # No labels in the competition: the defense's own clean prediction is attacked.
         assert all(row["label"] == row["clean_prediction"] for row in rows.values())
+
+
+# ---------------------------------------------------------------- judging a generated set
+
+EVALUATE = REPO / "scripts" / "evaluate_adversarial.py"
+
+
+def run_evaluate(*args):
+    return subprocess.run(
+        [sys.executable, str(EVALUATE), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+@pytest.mark.slow
+def test_evaluate_judges_the_float_copies_and_says_so(fgsm_run, tmp_path):
+    _, output, checkpoint = fgsm_run
+    result_file = tmp_path / "result.json"
+    result = run_evaluate(
+        f"--adversarial_dir={output}",
+        "--source=float",
+        f"--checkpoint_path={checkpoint}",
+        "--runs=1",
+        "--seed=0",
+        f"--output_file={result_file}",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("float (the float adversarials before rounding")
+    judged = json.loads(result_file.read_text())
+    assert (judged["source"], judged["images"]) == ("float", 3)
+    assert (judged["model"], judged["scenario"]) == ("ens_adv_inception_resnet_v2", "vanilla")
+    # The vanilla target model is the model stats.csv judged the float adversarials on.
+    rows = read_stats(output).values()
+    correct = sum(row["prediction_float"] == row["label"] for row in rows)
+    assert judged["target_accuracy"] == pytest.approx(correct / 3)
+    assert 0 <= judged["defense_accuracy"] <= 1
+
+
+@pytest.fixture
+def judged_set(tmp_path):
+    """An output directory of a stand-in fgsm run on two images, without float copies."""
+    inputs = make_inputs(tmp_path / "in", count=2)
+    settings = make_settings("fgsm", max_epsilon=4)
+    record = RunRecord(prepare_output_dir(tmp_path / "out", inputs), settings)
+    generate_directory(sorted(inputs.iterdir()), record, StandIn(settings), progress=False)
+    return tmp_path / "out"
+
+
+def test_adversarial_set_reads_pngs_and_labels(judged_set):
+    adversarial = read_adversarial_set(judged_set, "png")
+    rows = read_stats(judged_set)
+    assert adversarial.names == NAMES[:2]
+    assert adversarial.labels.tolist() == [int(rows[name]["label"]) for name in NAMES[:2]]
+    (images, labels), *rest = adversarial.batches(8, 299)
+    assert not rest and images.shape == (2, 299, 299, 3)
+    assert labels.tolist() == adversarial.labels.tolist()
+    np.testing.assert_array_equal(images[1], to_model_input(read_png(judged_set / NAMES[1])))
+    relabelled = read_adversarial_set(judged_set, "png", labels={NAMES[0]: 7, NAMES[1]: 9})
+    assert relabelled.labels.tolist() == [7, 9]
+
+
+@pytest.mark.parametrize(
+    ("source", "labels", "message"),
+    [
+        ("float", None, r"2 image\(s\) have no float copy .*--save_float"),
+        ("png", {NAMES[0]: 5}, r"no label for img_1\.png"),
+        ("jpeg", None, "unknown source 'jpeg'"),
+    ],
+)
+def test_adversarial_set_refuses_what_it_cannot_judge(judged_set, source, labels, message):
+    with pytest.raises((InputError, ValueError), match=message):
+        read_adversarial_set(judged_set, source, labels=labels)
+
+
+def test_adversarial_set_needs_a_stats_file(tmp_path):
+    with pytest.raises(InputError, match=r"cannot read .*stats\.csv"):
+        read_adversarial_set(tmp_path, "png")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "--adversarial_dir is required"),
+        (["--adversarial_dir={made}", "--scenario=bogus"], "unknown scenario 'bogus'"),
+        (["--adversarial_dir={made}", "--checkpoint_path={made}/x.ckpt"], "x.ckpt"),
+    ],
+)
+def test_evaluate_bad_input_exits_2(judged_set, args, message):
+    result = run_evaluate(*(arg.format(made=judged_set) for arg in args))
+    assert result.returncode == 2
+    assert re.search(message, result.stderr), result.stderr
