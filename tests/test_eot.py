@@ -13,6 +13,9 @@ from defense.config import DefenseConfig
 from defense.ensemble import RandomizedEnsemble
 from defense.randomization import resize_and_pad
 
+# The trained digits CNN is built once per worker: keep its tests on one (pytest-xdist).
+pytestmark = pytest.mark.xdist_group("digits")
+
 TINY = DefenseConfig(
     name="tiny", low=12, high=16, out_size=16, num_iterations=8, flip=True, aux_weight=0.4
 )
