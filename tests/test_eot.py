@@ -204,3 +204,19 @@ def test_digits_adversarials_stay_in_budget(digits_attacked):
     perturbation = digits_attacked["eot"] - digits_attacked["images"]
     assert np.abs(perturbation).max() <= pixels_to_model(EPSILON) + 1e-6
     assert np.abs(digits_attacked["eot"]).max() <= 1.0
+
+
+@pytest.mark.slow
+def test_eot_pgd_leaves_far_less_than_the_papers_attacks(digits, digits_attacked, deepfool_run):
+    """The non-adaptive DeepFool set (made on the plain model) against the same defense."""
+    from digits import DEFENSE
+
+    _, labels, adversarial, _ = deepfool_run
+    defense = RandomizedEnsemble(digits.model, DEFENSE, seed=2)
+    deepfool_left = float(np.mean(defense.predict(adversarial) == labels))
+    print(
+        f"\ndefense accuracy: DeepFool {deepfool_left:.1%}, EOT-PGD "
+        f"{digits_attacked['eot_accuracy']:.1%}, transferred PGD "
+        f"{digits_attacked['transferred_accuracy']:.1%}, clean {digits_attacked['clean']:.1%}"
+    )
+    assert digits_attacked["eot_accuracy"] <= deepfool_left - 0.4
