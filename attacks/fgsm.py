@@ -8,6 +8,7 @@ from cleverhans.tf2.attacks.fast_gradient_method import fast_gradient_method
 
 from attacks import CLIP_MAX, CLIP_MIN, LogitsFn, pixels_to_model
 
+# The paper's FGSM sets (Table 2); one adversarial set, one output directory, per epsilon.
 PAPER_EPSILONS = (2, 5, 10)
 
 

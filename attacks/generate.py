@@ -36,7 +36,7 @@ from attacks.carlini_wagner import carlini_wagner_l2
 from attacks.dataset import write_atomic, write_npy_atomic, write_png_atomic
 from attacks.deepfool import deepfool
 from attacks.eot import EOTPGD
-from attacks.fgsm import fgsm
+from attacks.fgsm import PAPER_EPSILONS, fgsm
 from attacks.pgd import check_linf_budget, pgd
 from attacks.scenarios import SCENARIOS, build_scenario, target_model
 from defense.config import load_config
@@ -49,7 +49,7 @@ ATTACKS = ("fgsm", "pgd", "eot_pgd", "deepfool", "cw")
 # paper's FGSM epsilon, the competition's 16 for PGD and EOT, cleverhans 3.x's
 # DeepFool and C&W settings. A step size of None is epsilon / 8 (2.0 at 16).
 DEFAULTS: dict[str, dict[str, object]] = {
-    "fgsm": {"epsilon": 2.0},
+    "fgsm": {"epsilon": float(PAPER_EPSILONS[0])},
     "pgd": {"epsilon": 16.0, "step_size": None, "steps": 10, "random_start": True},
     "eot_pgd": {
         "epsilon": 16.0,

@@ -7,7 +7,7 @@ import tensorflow as tf
 from digits import INPUT_SIZE, NUM_CLASSES, OUT_SIZE
 
 from attacks import CLIP_MAX, CLIP_MIN, pixels_to_model
-from attacks.fgsm import fgsm
+from attacks.fgsm import PAPER_EPSILONS, fgsm
 from attacks.pgd import check_linf_budget, pgd
 from attacks.scenarios import build_scenario, target_model
 
@@ -26,7 +26,7 @@ def accuracy(logits_fn, images, labels) -> float:
     return float(np.mean(np.argmax(logits_fn(tf.constant(images)).numpy(), axis=1) == labels))
 
 
-@pytest.mark.parametrize("epsilon", [2, 5, 10])
+@pytest.mark.parametrize("epsilon", PAPER_EPSILONS)
 def test_fgsm_moves_every_value_by_exactly_epsilon_before_clipping(digits_target, sample, epsilon):
     images, labels = sample
     raw = fgsm(digits_target, images, labels, epsilon=epsilon, clip=False).numpy()
