@@ -17,13 +17,13 @@ from __future__ import annotations
 import csv
 import io
 import os
-import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
+
+from defense.images import write_atomic
 
 IMAGENET_CLASSES = 1000
 TRUE_LABEL, TARGET_CLASS = "TrueLabel", "TargetClass"
@@ -115,26 +115,6 @@ def labels_for(
     if missing:
         raise LabelError(f"{source} has no label for {len(missing)} image(s): {_listing(missing)}")
     return {name: labels[name] for name in names}
-
-
-def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
-    """Write a file through `write(handle)` into a temporary file, then rename it over `path`."""
-    path = Path(path)
-    descriptor, temporary = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
-    )
-    try:
-        with open(descriptor, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def write_png_atomic(path: str | os.PathLike, pixels: np.ndarray) -> None:

@@ -33,7 +33,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from attacks.carlini_wagner import carlini_wagner_l2
-from attacks.dataset import write_atomic, write_npy_atomic, write_png_atomic
+from attacks.dataset import write_npy_atomic, write_png_atomic
 from attacks.deepfool import deepfool
 from attacks.eot import EOTPGD
 from attacks.fgsm import PAPER_EPSILONS, fgsm
@@ -41,7 +41,14 @@ from attacks.pgd import check_linf_budget, pgd
 from attacks.scenarios import SCENARIOS, build_scenario, target_model
 from defense.config import load_config
 from defense.ensemble import RandomizedEnsemble
-from defense.images import ImageError, InputError, read_image, to_model_input, write_csv_atomic
+from defense.images import (
+    ImageError,
+    InputError,
+    read_image,
+    to_model_input,
+    write_csv_atomic,
+    write_text_atomic,
+)
 from defense.models import get_spec
 
 ATTACKS = ("fgsm", "pgd", "eot_pgd", "deepfool", "cw")
@@ -312,7 +319,7 @@ class RunRecord:
     def write_settings(self, notes: Mapping[str, object]) -> None:
         """Record the settings (and informative notes) of the run."""
         text = json.dumps({"settings": self.settings, **notes}, indent=2) + "\n"
-        write_atomic(self.settings_path, lambda handle: handle.write(text.encode()))
+        write_text_atomic(self.settings_path, text)
 
     def add(self, rows: Sequence[dict[str, object]]) -> None:
         """Add or replace rows and rewrite the stats file atomically (settings first, if new)."""

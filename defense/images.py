@@ -13,9 +13,10 @@ import csv
 import io
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -181,15 +182,18 @@ def check_output_file(output_file: str | os.PathLike) -> Path:
     return path
 
 
-def write_csv_atomic(path: str | os.PathLike, rows: Iterable[Sequence[object]]) -> None:
-    """Write CSV rows (no header) to a temporary file, then rename it over `path`."""
+def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
+    """Write a file through `write(handle)` into a temporary file, then rename it over `path`.
+
+    A reader never sees a half-written file; the file gets the mode the umask allows.
+    """
     path = Path(path)
     descriptor, temporary = tempfile.mkstemp(
         dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
     )
     try:
-        with open(descriptor, "w", newline="", encoding="utf-8") as handle:
-            csv.writer(handle, lineterminator="\n").writerows(rows)
+        with open(descriptor, "wb") as handle:
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         umask = os.umask(0)
@@ -199,3 +203,15 @@ def write_csv_atomic(path: str | os.PathLike, rows: Iterable[Sequence[object]]) 
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write UTF-8 text atomically."""
+    write_atomic(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def write_csv_atomic(path: str | os.PathLike, rows: Iterable[Sequence[object]]) -> None:
+    """Write CSV rows (no header, `\\n` line ends) atomically."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    write_text_atomic(path, buffer.getvalue())

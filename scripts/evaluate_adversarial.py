@@ -18,13 +18,13 @@ from pathlib import Path
 
 from absl import app, flags, logging
 
-from attacks.dataset import read_labels, write_atomic
+from attacks.dataset import read_labels
 from attacks.evaluation import SOURCES, evaluate_batches, read_adversarial_set
 from attacks.generate import SETTINGS_FILE
 from attacks.scenarios import SCENARIOS, build_scenario
 from defense import cli, models
 from defense.config import load_config
-from defense.images import InputError
+from defense.images import InputError, write_text_atomic
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("adversarial_dir", None, "Output directory of generate_adversarial.py.")
@@ -118,7 +118,7 @@ def main(argv: list[str]) -> int:
     )
     if FLAGS.output_file:
         text = json.dumps(result, indent=2) + "\n"
-        write_atomic(FLAGS.output_file, lambda handle: handle.write(text.encode()))
+        write_text_atomic(FLAGS.output_file, text)
         logging.info("wrote %s", FLAGS.output_file)
     return cli.EXIT_OK
 

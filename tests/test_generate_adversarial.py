@@ -25,7 +25,6 @@ from attacks.dataset import (
     labels_for,
     read_labels,
     read_targets,
-    write_atomic,
     write_npy_atomic,
     write_png_atomic,
 )
@@ -43,7 +42,7 @@ from attacks.generate import (
     prepare_output_dir,
     to_outputs,
 )
-from defense.images import InputError, to_model_input
+from defense.images import InputError, to_model_input, write_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "generate_adversarial.py"
