@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Shared body of the attack submissions: run_generate.sh INPUT_DIR OUTPUT_DIR MAX_EPSILON FLAG...
+#
+# Runs scripts/generate_adversarial.py on ens-adv-Inception-ResNet-v2 with the
+# submission's FLAGs, clipping outputs to MAX_EPSILON as the competition does.
+# Environment: PYTHON (interpreter), ATTACK_CHECKPOINT (checkpoint prefix),
+# ATTACK_FLAGS (extra flags for scripts/generate_adversarial.py, appended last).
+set -euo pipefail
+if [ "$#" -lt 3 ]; then
+  echo "usage: $0 INPUT_DIR OUTPUT_DIR MAX_EPSILON FLAG..." >&2
+  exit 2
+fi
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+read -r -a extra <<< "${ATTACK_FLAGS:-}"
+export PYTHONPATH="${repo}${PYTHONPATH:+:${PYTHONPATH}}"
+exec "${PYTHON:-python3}" "${repo}/scripts/generate_adversarial.py" \
+  --input_dir="$1" \
+  --output_dir="$2" \
+  --max_epsilon="$3" \
+  --model=ens_adv_inception_resnet_v2 \
+  --checkpoint_path="${ATTACK_CHECKPOINT:-${repo}/checkpoints/ens_adv_inception_resnet_v2.ckpt}" \
+  "${@:4}" \
+  "${extra[@]}"
