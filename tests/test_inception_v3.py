@@ -10,7 +10,7 @@ checkpoint that does not fit must be refused with the offending name.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import keras
@@ -21,7 +21,12 @@ import tensorflow as tf
 from defense.models import inception_v3
 from defense.models.checkpoint import CheckpointError, assign_from_checkpoint
 from defense.models.slim import slim_variables
-from slim_reference.checkpoint_writer import deterministic_values, write_checkpoint
+from slim_reference.checkpoint_writer import (
+    Edit,
+    deterministic_values,
+    unfit_edits,
+    write_checkpoint,
+)
 from slim_reference.tf_slim_graphs import run, tf_slim, variable_shapes
 
 S = inception_v3.SCOPE
@@ -259,18 +264,14 @@ MISSING = f"{S}/Logits/Conv2d_1c_1x1/biases"
 # The name Mixed_7b uses for its 3x1 conv; Mixed_7c's is Conv2d_0c_3x1.
 UNEXPECTED = f"{S}/Mixed_7c/Branch_1/Conv2d_0b_3x1/weights"
 MIS_SHAPED = f"{S}/Mixed_6b/Branch_1/Conv2d_0b_1x7/weights"
-UNFIT: dict[str, tuple[str, Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]]] = {
-    "missing": (MISSING, lambda v: {k: a for k, a in v.items() if k != MISSING}),
-    "unexpected": (UNEXPECTED, lambda v: {**v, UNEXPECTED: np.zeros((3, 1, 384, 384), np.float32)}),
-    "mis_shaped": (MIS_SHAPED, lambda v: {**v, MIS_SHAPED: v[MIS_SHAPED].reshape(7, 1, 128, 128)}),
-}
+UNFIT = unfit_edits(MISSING, UNEXPECTED, (3, 1, 384, 384), MIS_SHAPED, (7, 1, 128, 128))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("name", "edit"), UNFIT.values(), ids=list(UNFIT))
 def test_unfit_checkpoint_is_refused_by_name(
     name: str,
-    edit: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
+    edit: Edit,
     values: dict[str, np.ndarray],
     scratch_model: keras.Model,
     tmp_path: Path,

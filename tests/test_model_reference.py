@@ -19,7 +19,13 @@ import pytest
 import tensorflow as tf
 
 from defense.models import CheckpointError, expected_shapes, get_spec, load
-from slim_reference.checkpoint_writer import checkpoint_getter, values_getter, write_checkpoint
+from slim_reference.checkpoint_writer import (
+    Edit,
+    checkpoint_getter,
+    unfit_edits,
+    values_getter,
+    write_checkpoint,
+)
 from slim_reference.inception_resnet_v2 import Getter, forward, variable_shapes
 
 MODEL = "ens_adv_inception_resnet_v2"
@@ -183,18 +189,14 @@ def test_swapped_tensors_break_agreement(
 MISSING = f"{S}/Block8/Conv2d_1x1/biases"
 UNEXPECTED = f"{S}/Repeat_2/block8_10/Conv2d_1x1/biases"
 MIS_SHAPED = f"{S}/Repeat_1/block17_1/Branch_1/Conv2d_0b_1x7/weights"
-UNFIT = {
-    "missing": (MISSING, lambda v: {k: a for k, a in v.items() if k != MISSING}),
-    "unexpected": (UNEXPECTED, lambda v: {**v, UNEXPECTED: np.zeros(2080, np.float32)}),
-    "mis_shaped": (MIS_SHAPED, lambda v: {**v, MIS_SHAPED: v[MIS_SHAPED].reshape(7, 1, 128, 160)}),
-}
+UNFIT = unfit_edits(MISSING, UNEXPECTED, (2080,), MIS_SHAPED, (7, 1, 128, 160))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("name", "edit"), UNFIT.values(), ids=list(UNFIT))
 def test_unfit_checkpoint_is_refused_by_name(
     name: str,
-    edit: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
+    edit: Edit,
     irv2_values: dict[str, np.ndarray],
     tmp_path: Path,
 ):

@@ -21,7 +21,12 @@ from defense.models import resnet_v2
 from defense.models.checkpoint import CheckpointError, assign_from_checkpoint
 from defense.models.slim import layer_name, slim_variables
 from slim_reference import tf_slim_graphs
-from slim_reference.checkpoint_writer import deterministic_values, write_checkpoint
+from slim_reference.checkpoint_writer import (
+    Edit,
+    deterministic_values,
+    unfit_edits,
+    write_checkpoint,
+)
 
 S = resnet_v2.SCOPE
 SIZES = (299, 331)
@@ -206,18 +211,14 @@ def test_swapped_tensors_break_agreement(
 MISSING = f"{S}/block3/unit_23/bottleneck_v2/conv3/biases"
 UNEXPECTED = f"{S}/block4/unit_4/bottleneck_v2/conv3/biases"
 MIS_SHAPED = f"{S}/block2/unit_1/bottleneck_v2/shortcut/weights"
-UNFIT = {
-    "missing": (MISSING, lambda v: {k: a for k, a in v.items() if k != MISSING}),
-    "unexpected": (UNEXPECTED, lambda v: {**v, UNEXPECTED: np.zeros(2048, np.float32)}),
-    "mis_shaped": (MIS_SHAPED, lambda v: {**v, MIS_SHAPED: v[MIS_SHAPED].reshape(1, 1, 512, 256)}),
-}
+UNFIT = unfit_edits(MISSING, UNEXPECTED, (2048,), MIS_SHAPED, (1, 1, 512, 256))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("name", "edit"), UNFIT.values(), ids=list(UNFIT))
 def test_unfit_checkpoint_is_refused_by_name(
     name: str,
-    edit: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
+    edit: Edit,
     values: dict[str, np.ndarray],
     scratch: keras.Model,
     tmp_path: Path,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -65,6 +65,28 @@ def write_checkpoint(prefix: str | os.PathLike, values: Mapping[str, np.ndarray]
         tensors=[tf.convert_to_tensor(values[name]) for name in names],
     )
     return str(prefix)
+
+
+Edit = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+
+def unfit_edits(
+    missing: str,
+    unexpected: str,
+    unexpected_shape: tuple[int, ...],
+    mis_shaped: str,
+    new_shape: tuple[int, ...],
+) -> dict[str, tuple[str, Edit]]:
+    """The three ways a checkpoint can fail to fit a model, each as (the name the error must
+    report, an edit of the checkpoint's values): a variable dropped, one added, one reshaped."""
+    return {
+        "missing": (missing, lambda v: {k: a for k, a in v.items() if k != missing}),
+        "unexpected": (
+            unexpected,
+            lambda v: {**v, unexpected: np.zeros(unexpected_shape, np.float32)},
+        ),
+        "mis_shaped": (mis_shaped, lambda v: {**v, mis_shaped: v[mis_shaped].reshape(new_shape)}),
+    }
 
 
 def values_getter(values: Mapping[str, np.ndarray]) -> Getter:
