@@ -42,9 +42,8 @@ from attacks.scenarios import SCENARIOS, build_scenario, target_model
 from defense.config import load_config
 from defense.ensemble import RandomizedEnsemble
 from defense.images import (
-    ImageError,
     InputError,
-    read_image,
+    read_batch,
     to_model_input,
     write_csv_atomic,
     write_text_atomic,
@@ -443,25 +442,6 @@ def pending_images(paths: Sequence[Path], record: RunRecord, *, save_float: bool
     return [path for path in paths if not record.is_done(path.name, save_float=save_float)]
 
 
-def _load(paths: Sequence[Path], size: int, result: GenerateResult):
-    names, pixels = [], []
-    for path in paths:
-        try:
-            loaded = read_image(path, size)
-            if loaded.resized_from:
-                width, height = loaded.resized_from
-                raise ImageError(f"is {width}x{height}, not {size}x{size}")
-        except ImageError as error:
-            result.failures[path.name] = str(error)
-            logging.error("%s: %s", path.name, error)
-            continue
-        for note in loaded.conversions:
-            logging.info("%s: %s", path.name, note)
-        names.append(path.name)
-        pixels.append(loaded.pixels)
-    return names, (np.stack(pixels) if pixels else None)
-
-
 def generate_directory(
     paths: Sequence[Path],
     record: RunRecord,
@@ -492,7 +472,9 @@ def generate_directory(
     with tqdm(total=len(pending), unit="img", disable=not progress, desc=settings.attack) as bar:
         for start in range(0, len(pending), batch_size):
             batch = pending[start : start + batch_size]
-            names, original = _load(batch, settings.image_size, result)
+            names, original = read_batch(
+                batch, result.failures, size=settings.image_size, resize=False
+            )
             if original is not None:
                 record.add(
                     _attack_batch(attacker, names, original, labels, targets, record, save_float)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+from absl import logging
 from PIL import Image
 
 IMAGE_SIZE = 299
@@ -162,6 +163,41 @@ def read_image(path: str | os.PathLike, size: int = IMAGE_SIZE) -> LoadedImage:
         loaded.pixels = np.asarray(resized, dtype=np.uint8)
         loaded.resized_from = (width, height)
     return loaded
+
+
+def read_batch(
+    paths: Sequence[Path],
+    failures: dict[str, str],
+    *,
+    size: int = IMAGE_SIZE,
+    resize: bool = True,
+) -> tuple[list[str], np.ndarray | None]:
+    """The usable images of a batch as uint8 pixels [N, size, size, 3], with their names.
+
+    An unusable image is logged and recorded in `failures` (name -> reason), so one
+    bad file never stops a run. Images of another size are resized with a warning,
+    or, with `resize=False`, refused (attacks never resize: the budget is per pixel).
+    """
+    names, pixels = [], []
+    for path in paths:
+        try:
+            loaded = read_image(path, size)
+            if loaded.resized_from and not resize:
+                width, height = loaded.resized_from
+                raise ImageError(f"is {width}x{height}, not {size}x{size}")
+        except ImageError as error:
+            failures[path.name] = str(error)
+            logging.error("%s: %s", path.name, error)
+            continue
+        for note in loaded.conversions:
+            logging.info("%s: %s", path.name, note)
+        if loaded.resized_from:
+            logging.warning(
+                "%s: is %dx%d, resized to %dx%d", path.name, *loaded.resized_from, size, size
+            )
+        names.append(path.name)
+        pixels.append(loaded.pixels)
+    return names, (np.stack(pixels) if pixels else None)
 
 
 def to_model_input(pixels: np.ndarray) -> np.ndarray:

@@ -10,13 +10,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from absl import logging
 from tqdm import tqdm
 
-from defense.images import ImageError, list_inputs, read_image, to_model_input, write_csv_atomic
+from defense.images import list_inputs, read_batch, to_model_input, write_csv_atomic
 
 
 @dataclass
@@ -31,29 +30,6 @@ def _rows(labels: dict[str, int], class_names: Sequence[str] | None):
     for name in sorted(labels):
         label = labels[name]
         yield (name, label) if class_names is None else (name, label, class_names[label])
-
-
-def _load_batch(paths: Sequence[Path], result: RunResult) -> tuple[list[str], np.ndarray | None]:
-    names, pixels = [], []
-    for path in paths:
-        try:
-            loaded = read_image(path)
-        except ImageError as error:
-            result.failures[path.name] = str(error)
-            logging.error("%s: %s", path.name, error)
-            continue
-        for note in loaded.conversions:
-            logging.info("%s: %s", path.name, note)
-        if loaded.resized_from:
-            logging.warning(
-                "%s: is %dx%d, resized to %dx%d",
-                path.name,
-                *loaded.resized_from,
-                *loaded.pixels.shape[:2],
-            )
-        names.append(path.name)
-        pixels.append(loaded.pixels)
-    return names, (to_model_input(np.stack(pixels)) if pixels else None)
 
 
 def classify_directory(
@@ -80,9 +56,9 @@ def classify_directory(
     with tqdm(total=len(paths), unit="img", disable=not progress, desc="classifying") as bar:
         for start in range(0, len(paths), batch_size):
             batch = paths[start : start + batch_size]
-            names, images = _load_batch(batch, result)
-            if images is not None:
-                labels = predict(images)
+            names, pixels = read_batch(batch, result.failures)
+            if pixels is not None:
+                labels = predict(to_model_input(pixels))
                 result.labels.update(zip(names, (int(label) for label in labels), strict=True))
                 write_csv_atomic(output_file, _rows(result.labels, class_names))
             bar.update(len(batch))

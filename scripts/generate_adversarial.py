@@ -12,7 +12,6 @@ flags, labels, image sizes, input or output location, checkpoint).
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import keras
@@ -209,12 +208,7 @@ def main(argv: list[str]) -> int:
         sum(row["success_float"] == "1" for row in rows),
         sum(row["success_png"] == "1" for row in rows),
     )
-    if result.failures:
-        print(f"{PROGRAM}: {len(result.failures)} image(s) could not be attacked:", file=sys.stderr)
-        for name, reason in sorted(result.failures.items()):
-            print(f"  {name}: {reason}", file=sys.stderr)
-        return cli.EXIT_PARTIAL
-    return cli.EXIT_OK
+    return cli.report_failures(PROGRAM, result.failures, "attacked")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ location, checkpoint, config or flags).
 from __future__ import annotations
 
 import inspect
-import sys
 
 from absl import app, flags, logging
 
@@ -94,14 +93,7 @@ def main(argv: list[str]) -> int:
         progress=FLAGS.progress,
     )
     logging.info("classified %d images into %s", len(result.labels), FLAGS.output_file)
-    if result.failures:
-        print(
-            f"{PROGRAM}: {len(result.failures)} image(s) could not be classified:", file=sys.stderr
-        )
-        for name, reason in sorted(result.failures.items()):
-            print(f"  {name}: {reason}", file=sys.stderr)
-        return cli.EXIT_PARTIAL
-    return cli.EXIT_OK
+    return cli.report_failures(PROGRAM, result.failures, "classified")
 
 
 if __name__ == "__main__":

@@ -816,3 +816,19 @@ def test_evaluate_bad_input_exits_2(judged_set, args, message):
     result = run_evaluate(*(arg.format(made=judged_set) for arg in args))
     assert result.returncode == 2
     assert re.search(message, result.stderr), result.stderr
+
+
+def test_an_unreadable_image_is_reported_and_the_rest_attacked(tmp_path, capsys):
+    from defense import cli
+
+    inputs = make_inputs(tmp_path / "in")
+    (inputs / "img_1.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    settings = make_settings("fgsm", max_epsilon=4)
+    record = RunRecord(prepare_output_dir(tmp_path / "out", inputs), settings)
+    result = generate_directory(sorted(inputs.iterdir()), record, StandIn(settings), progress=False)
+    assert result.generated == ["img_0.png", "img_2.png"]
+    assert list(result.failures) == ["img_1.png"]
+    assert sorted(read_stats(tmp_path / "out")) == ["img_0.png", "img_2.png"]
+    assert cli.report_failures("generate_adversarial", result.failures, "attacked") == 1
+    assert "1 image(s) could not be attacked:\n  img_1.png: " in capsys.readouterr().err
+    assert cli.report_failures("generate_adversarial", {}, "attacked") == 0
