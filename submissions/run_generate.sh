@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Shared body of the attack submissions: run_generate.sh INPUT_DIR OUTPUT_DIR MAX_EPSILON FLAG...
 #
-# Runs scripts/generate_adversarial.py on ens-adv-Inception-ResNet-v2 with the
-# submission's FLAGs, clipping outputs to MAX_EPSILON as the competition does.
-# Environment: PYTHON (interpreter), ATTACK_CHECKPOINT (checkpoint prefix),
-# ATTACK_FLAGS (extra flags for scripts/generate_adversarial.py, appended last).
+# Runs generate_adversarial (the installed package) on ens-adv-Inception-ResNet-v2
+# with the submission's FLAGs, clipping outputs to MAX_EPSILON as the competition does.
+# Environment: PYTHON (interpreter), ATTACK_CHECKPOINT (checkpoint prefix; default
+# ens_adv_inception_resnet_v2.ckpt in $DEFENSE_CHECKPOINT_DIR, else in the repository's
+# checkpoints/), ATTACK_FLAGS (extra flags for generate_adversarial, appended last).
 set -euo pipefail
 if [ "$#" -lt 3 ]; then
   echo "usage: $0 INPUT_DIR OUTPUT_DIR MAX_EPSILON FLAG..." >&2
@@ -12,12 +13,14 @@ if [ "$#" -lt 3 ]; then
 fi
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 read -r -a extra <<< "${ATTACK_FLAGS:-}"
-export PYTHONPATH="${repo}${PYTHONPATH:+:${PYTHONPATH}}"
+export DEFENSE_CHECKPOINT_DIR="${DEFENSE_CHECKPOINT_DIR:-${repo}/checkpoints}"
+checkpoint=()
+[ -z "${ATTACK_CHECKPOINT:-}" ] || checkpoint=(--checkpoint_path="${ATTACK_CHECKPOINT}")
 exec "${PYTHON:-python3}" "${repo}/scripts/generate_adversarial.py" \
   --input_dir="$1" \
   --output_dir="$2" \
   --max_epsilon="$3" \
   --model=ens_adv_inception_resnet_v2 \
-  --checkpoint_path="${ATTACK_CHECKPOINT:-${repo}/checkpoints/ens_adv_inception_resnet_v2.ckpt}" \
+  "${checkpoint[@]}" \
   "${@:4}" \
   "${extra[@]}"

@@ -7,7 +7,6 @@ rounded PNGs as the competition runtime would.
 """
 
 import csv
-import importlib.util
 import json
 import os
 import re
@@ -428,13 +427,8 @@ def test_every_attack_runs_through_the_directory_loop(tiny_model, tmp_path, atta
 
 @pytest.fixture(scope="module")
 def cli():
-    """Runs the script's main() in this process (bad inputs stop before any model is loaded)."""
-    module = sys.modules.get("generate_adversarial_script")
-    if module is None:
-        spec = importlib.util.spec_from_file_location("generate_adversarial_script", SCRIPT)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
+    """Runs the command's main() in this process (bad inputs stop before any model is loaded)."""
+    from attacks.cli import generate_adversarial as module
 
     def run(*args) -> int:
         module.FLAGS.unparse_flags()

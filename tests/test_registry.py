@@ -41,7 +41,7 @@ def test_entries_declare_their_checkpoint():
     assert all(REGISTRY[name].has_aux for name in PAPER_AND_CHALLENGE_MODELS - {"resnet_v2_101"})
 
 
-@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+@pytest.mark.parametrize("precision", ["float32", "bfloat16", "float16"])
 def test_outputs_are_float32_in_every_precision(precision):
     images = np.zeros((1, 299, 299, 3), np.float32)
     for name in ("ens_adv_inception_resnet_v2", "inception_v3", "resnet_v2_101"):

@@ -15,20 +15,23 @@ from defense.models.checkpoint import CheckpointError, assign_from_checkpoint, o
 from defense.models.registry import REGISTRY, ModelSpec, get_spec
 from defense.models.slim import slim_variables
 
-PRECISIONS = ("float32", "bfloat16")
+# Compute precision -> Keras dtype policy. The mixed policies keep float32 weights.
+POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+PRECISIONS = tuple(POLICIES)
 
 
 def build(name: str, *, precision: str = "float32", **options) -> keras.Model:
     """Build registry model `name` with uninitialised weights.
 
-    `precision="bfloat16"` computes in bfloat16 with float32 weights (Keras
-    `mixed_bfloat16`); outputs are float32 either way.
+    `precision="bfloat16"` or `"float16"` computes in that type with float32 weights
+    (Keras `mixed_bfloat16` / `mixed_float16`; float16 is for GPUs); outputs are
+    float32 either way.
     """
     spec = get_spec(name)
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
+    keras.config.set_dtype_policy(POLICIES[precision])
     try:
         model = spec.build(**options)
     finally:
@@ -58,9 +61,9 @@ def load(
 def _how_to_get(spec: ModelSpec) -> str:
     return (
         f"The {spec.name} weights are {spec.checkpoint_file} from {spec.url}. "
-        f"Get them with `python scripts/download_checkpoints.py {spec.name}`, or extract "
-        f"the tarball by hand into checkpoints/ and pass "
-        f"--checkpoint_path=checkpoints/{spec.checkpoint_file}."
+        f"Get them with `download_checkpoints {spec.name}` (or `python "
+        f"scripts/download_checkpoints.py {spec.name}`), or extract the tarball by hand "
+        f"into the checkpoint directory."
     )
 
 

@@ -1,0 +1,1 @@
+"""The attack command-line programs (`generate_adversarial`, `evaluate_adversarial`)."""

@@ -1,0 +1,140 @@
+"""`evaluate_adversarial`: judge an adversarial set, target- vs defense-model accuracy.
+
+Reads a directory written by generate_adversarial.py, either its uint8 PNGs
+(--source=png, what the competition sees) or its lossless float copies
+(--source=float, written with --save_float; the paper's near-0% target
+accuracies imply these). The model and scenario default to the ones the set was
+made with (its settings.json). Prints one result line naming the source, and
+with --output_file also writes the result as JSON, atomically.
+
+Exit status: 0 on success, 2 when nothing could be evaluated (bad flags, missing
+or unreadable files, labels, checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from absl import app, flags, logging
+
+from attacks.catalog import SCENARIOS, SOURCES
+from defense import cli
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("adversarial_dir", None, "Output directory of generate_adversarial.py.")
+flags.DEFINE_enum("source", "png", list(SOURCES), "Judge the rounded PNGs or the float copies.")
+flags.DEFINE_string(
+    "labels_file",
+    None,
+    "True labels (`<filename>,<label>` CSV or NIPS 2017 dataset CSV); default: the set's "
+    "stats.csv labels.",
+)
+flags.DEFINE_string("model", None, "Registry model; default: the one the set was made on.")
+flags.DEFINE_string(
+    "checkpoint_path",
+    None,
+    "Slim checkpoint prefix; default <checkpoint dir>/<model's file>, where the checkpoint "
+    "dir is $DEFENSE_CHECKPOINT_DIR, else ./checkpoints.",
+)
+flags.DEFINE_string(
+    "scenario", None, f"Target model, one of {', '.join(SCENARIOS)}; default: the set's."
+)
+flags.DEFINE_string("config", "paper", "Randomized defense: challenge, paper, none or a .json.")
+flags.DEFINE_integer("runs", 3, "Defense runs with fresh patterns, averaged.", lower_bound=1)
+flags.DEFINE_integer("batch_size", 16, "Images per batch.", lower_bound=1)
+flags.DEFINE_integer("seed", None, "Seed for the defense's patterns (default: OS entropy).")
+flags.DEFINE_string("output_file", None, "Also write the result as JSON here.")
+
+PROGRAM = "evaluate_adversarial"
+
+
+def _recorded_settings(directory: Path) -> dict:
+    """The settings the set was made with (its settings.json), or none."""
+    from attacks.generate import SETTINGS_FILE
+    from defense.images import InputError
+
+    path = directory / SETTINGS_FILE
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))["settings"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise InputError(f"cannot read {path}: {error}") from error
+
+
+def main(argv: list[str]) -> int:
+    """Evaluate the set as the flags say; return the exit status."""
+    if len(argv) > 1:
+        return cli.fail(PROGRAM, f"unexpected arguments: {' '.join(argv[1:])}")
+    if not FLAGS.adversarial_dir:
+        return cli.fail(PROGRAM, "--adversarial_dir is required")
+    cli.import_tensorflow()
+    from attacks.dataset import read_labels
+    from attacks.evaluation import evaluate_batches, read_adversarial_set
+    from attacks.scenarios import build_scenario
+    from defense import models
+    from defense.config import load_config
+    from defense.images import InputError, write_text_atomic
+    directory = Path(FLAGS.adversarial_dir)
+    try:
+        recorded = _recorded_settings(directory)
+        spec = models.get_spec(FLAGS.model or recorded.get("model", "ens_adv_inception_resnet_v2"))
+        scenario_name = FLAGS.scenario or recorded.get("scenario", "vanilla")
+        if scenario_name not in SCENARIOS:
+            raise ValueError(
+                f"unknown scenario {scenario_name!r}; known scenarios: {', '.join(SCENARIOS)}"
+            )
+        scenario = build_scenario(scenario_name, input_size=spec.default_image_size)
+        config = load_config(FLAGS.config)
+        labels = read_labels(FLAGS.labels_file) if FLAGS.labels_file else None
+        adversarial = read_adversarial_set(directory, FLAGS.source, labels=labels)
+        if FLAGS.output_file:
+            output = Path(FLAGS.output_file)
+            if not output.parent.is_dir():
+                raise InputError(f"output directory {output.parent} does not exist")
+        model = models.load(
+            spec.name, FLAGS.checkpoint_path or cli.default_checkpoint(spec.checkpoint_file)
+        )
+        accuracies = evaluate_batches(
+            model,
+            scenario,
+            adversarial.batches(FLAGS.batch_size, scenario.input_size),
+            config=config,
+            runs=FLAGS.runs,
+            seed=FLAGS.seed,
+        )
+    except (ValueError, InputError, models.CheckpointError) as error:
+        return cli.fail(PROGRAM, str(error))
+    defense = (
+        f"{config.name} config, {FLAGS.runs} run(s)"
+        if scenario.randomized_defense
+        else f"the {scenario.name} scenario's fixed defense"
+    )
+    result = {
+        "adversarial_dir": str(directory),
+        "source": FLAGS.source,
+        "source_meaning": SOURCES[FLAGS.source],
+        "images": len(adversarial.names),
+        "labels": FLAGS.labels_file or f"{directory / 'stats.csv'} (label column)",
+        "model": spec.name,
+        "scenario": scenario.name,
+        "defense": defense,
+        "target_accuracy": accuracies.target,
+        "defense_accuracy": accuracies.defense,
+    }
+    print(
+        f"{FLAGS.source} ({SOURCES[FLAGS.source]}), {len(adversarial.names)} images, "
+        f"{spec.name}: target model ({scenario.name}) {accuracies.target:.1%}, "
+        f"defense ({defense}) {accuracies.defense:.1%}"
+    )
+    if FLAGS.output_file:
+        text = json.dumps(result, indent=2) + "\n"
+        write_text_atomic(FLAGS.output_file, text)
+        logging.info("wrote %s", FLAGS.output_file)
+    return cli.EXIT_OK
+
+
+def run() -> None:
+    """Console entry point `evaluate_adversarial`."""
+    app.run(main)

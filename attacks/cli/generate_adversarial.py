@@ -1,0 +1,221 @@
+"""`generate_adversarial`: PNGs in, adversarial PNGs of the same names out (competition format).
+
+Writes OUTPUT_DIR/<name> (uint8 PNG), OUTPUT_DIR/stats.csv (per image: label,
+distances in pixel units and success on the float adversarial and on the rounded
+PNG), OUTPUT_DIR/settings.json and, with --save_float, OUTPUT_DIR/float/<name>.npy.
+Images already done are skipped, so an interrupted run can be resumed.
+
+Exit status: 0 when every image was attacked (or already done), 1 when some
+images could not be read (the others are done), 2 when nothing could run (bad
+flags, labels, image sizes, input or output location, checkpoint).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from absl import app, flags, logging
+
+from attacks.catalog import ATTACKS, DEFAULTS, EOT_DEFAULT_CONFIG, SCENARIOS
+from defense import cli
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("input_dir", None, "Directory of input PNGs.")
+flags.DEFINE_string("output_dir", None, "Directory for the adversarial PNGs (created if needed).")
+flags.DEFINE_string(
+    "labels_file",
+    None,
+    "True labels: `<filename>,<label>` CSV or the NIPS 2017 dataset CSV (TrueLabel). "
+    "Without it, untargeted attacks attack the model's own prediction.",
+)
+flags.DEFINE_string("attack", None, f"One of: {', '.join(ATTACKS)}.")
+flags.DEFINE_string(
+    "scenario", "vanilla", f"Target model (not eot_pgd): one of {', '.join(SCENARIOS)}."
+)
+flags.DEFINE_string("model", "ens_adv_inception_resnet_v2", "Registry model name.")
+flags.DEFINE_string(
+    "checkpoint_path",
+    None,
+    "Slim checkpoint prefix; default <checkpoint dir>/<model's file>, where the checkpoint "
+    "dir is $DEFENSE_CHECKPOINT_DIR, else ./checkpoints.",
+)
+flags.DEFINE_string(
+    "config",
+    None,
+    f"eot_pgd only: the defense attacked (challenge, paper, none or a .json path; "
+    f"default {EOT_DEFAULT_CONFIG}).",
+)
+flags.DEFINE_integer(
+    "num_iterations", None, "eot_pgd only: patterns per image when judging success."
+)
+flags.DEFINE_integer(
+    "chunk_size", None, "eot_pgd only: patterns per forward pass (bounds memory); default all."
+)
+flags.DEFINE_boolean("targeted", False, "Targeted attack (not deepfool).")
+flags.DEFINE_string(
+    "target_file",
+    None,
+    "Targets: `<filename>,<target>` CSV or a dataset CSV (TargetClass); "
+    "default INPUT_DIR/target_class.csv.",
+)
+flags.DEFINE_float(
+    "max_epsilon",
+    None,
+    "Clip outputs into this L-infinity ball (pixel units) around the inputs, as the "
+    "competition does; also the default epsilon of fgsm, pgd and eot_pgd.",
+)
+flags.DEFINE_integer("batch_size", 16, "Images per batch.")
+flags.DEFINE_boolean("save_float", False, "Also write the float adversarial as float/<name>.npy.")
+flags.DEFINE_integer("seed", None, "Seed for random starts and patterns (default: random).")
+flags.DEFINE_boolean("progress", True, "Show a progress bar on stderr.")
+
+
+def _help(name: str, text: str) -> str:
+    """Help text naming the attacks a hyper-parameter applies to, with their defaults."""
+    defaults = ", ".join(
+        f"{attack} {DEFAULTS[attack][name]}" for attack in ATTACKS if name in DEFAULTS[attack]
+    )
+    return f"{text}. Defaults: {defaults}."
+
+
+_PARAM_FLAGS = {
+    "epsilon": (flags.DEFINE_float, "L-infinity budget in pixel units (--max_epsilon if given)"),
+    "step_size": (flags.DEFINE_float, "Step in pixel units (None: epsilon / 8)"),
+    "steps": (flags.DEFINE_integer, "Iterations"),
+    "samples": (flags.DEFINE_integer, "Random patterns per EOT gradient"),
+    "random_start": (flags.DEFINE_boolean, "Start at a random point of the ball"),
+    "nb_candidate": (flags.DEFINE_integer, "DeepFool: classes considered"),
+    "overshoot": (flags.DEFINE_float, "DeepFool: overshoot"),
+    "max_iter": (flags.DEFINE_integer, "DeepFool: iterations"),
+    "confidence": (flags.DEFINE_float, "C&W: logit margin"),
+    "learning_rate": (flags.DEFINE_float, "C&W: Adam learning rate"),
+    "binary_search_steps": (flags.DEFINE_integer, "C&W: binary search steps over the constant"),
+    "max_iterations": (flags.DEFINE_integer, "C&W: iterations per search step"),
+    "initial_const": (flags.DEFINE_float, "C&W: initial constant"),
+    "abort_early": (flags.DEFINE_boolean, "C&W: stop a search step when the loss stalls"),
+}
+for _name, (_define, _text) in _PARAM_FLAGS.items():
+    _define(_name, None, _help(_name, _text))
+
+PROGRAM = "generate_adversarial"
+
+
+def main(argv: list[str]) -> int:
+    """Attack the input directory as the flags say; return the exit status."""
+    if len(argv) > 1:
+        return cli.fail(PROGRAM, f"unexpected arguments: {' '.join(argv[1:])}")
+    if not (FLAGS.input_dir and FLAGS.output_dir and FLAGS.attack):
+        return cli.fail(PROGRAM, "--input_dir, --output_dir and --attack are required")
+    cli.import_tensorflow()
+    import keras
+
+    from attacks.dataset import labels_for, read_labels, read_targets
+    from attacks.generate import (
+        Attacker,
+        RunRecord,
+        check_image_sizes,
+        generate_directory,
+        make_settings,
+        pending_images,
+        prepare_output_dir,
+    )
+    from defense import models
+    from defense.images import InputError, list_inputs
+
+    try:
+        if FLAGS.batch_size < 1:
+            raise ValueError(f"--batch_size must be >= 1, got {FLAGS.batch_size}")
+        settings = make_settings(
+            FLAGS.attack,
+            {name: FLAGS[name].value for name in _PARAM_FLAGS if FLAGS[name].present},
+            model=FLAGS.model,
+            scenario=FLAGS.scenario,
+            config=FLAGS.config,
+            targeted=FLAGS.targeted,
+            max_epsilon=FLAGS.max_epsilon,
+        )
+        for name in ("num_iterations", "chunk_size"):
+            if FLAGS[name].value is not None:
+                if settings.attack != "eot_pgd":
+                    raise ValueError(f"--{name} applies to eot_pgd only")
+                if FLAGS[name].value < 1:
+                    raise ValueError(f"--{name} must be >= 1, got {FLAGS[name].value}")
+        if FLAGS.target_file and not settings.targeted:
+            raise ValueError("--target_file applies to --targeted attacks only")
+        listing = list_inputs(FLAGS.input_dir)
+        names = [path.name for path in listing.images]
+        labels = targets = target_file = None
+        if FLAGS.labels_file:
+            labels = labels_for(names, read_labels(FLAGS.labels_file), source=FLAGS.labels_file)
+        if settings.targeted:
+            target_file = Path(FLAGS.target_file or Path(FLAGS.input_dir) / "target_class.csv")
+            if not target_file.is_file():
+                raise ValueError(
+                    f"a targeted attack needs target classes: {target_file} does not exist "
+                    "(give --target_file)"
+                )
+            targets = labels_for(names, read_targets(target_file), source=target_file)
+        check_image_sizes(listing.images, settings.image_size)
+        output_dir = prepare_output_dir(FLAGS.output_dir, FLAGS.input_dir)
+        record = RunRecord(output_dir, settings)
+    except (ValueError, InputError) as error:
+        return cli.fail(PROGRAM, str(error))
+    ignored = [path.name for path in listing.ignored if path != target_file]
+    if ignored:
+        logging.warning(
+            "ignoring %d file(s) that are not images: %s", len(ignored), ", ".join(ignored)
+        )
+    if not pending_images(listing.images, record, save_float=FLAGS.save_float):
+        logging.info("all %d images are already done in %s", len(names), output_dir)
+        return cli.EXIT_OK
+
+    spec = models.get_spec(settings.model)
+    checkpoint = FLAGS.checkpoint_path or cli.default_checkpoint(spec.checkpoint_file)
+    try:
+        model = models.load(spec.name, checkpoint)
+    except models.CheckpointError as error:
+        hint = "" if FLAGS.checkpoint_path else f"\n{cli.checkpoint_hint(spec.checkpoint_file)}"
+        return cli.fail(PROGRAM, f"{error}{hint}")
+    if FLAGS.seed is not None:
+        keras.utils.set_random_seed(FLAGS.seed)
+    attacker = Attacker(
+        settings,
+        model,
+        seed=FLAGS.seed,
+        num_iterations=FLAGS.num_iterations,
+        chunk_size=FLAGS.chunk_size,
+    )
+    record.write_settings(
+        {
+            "labels": FLAGS.labels_file or "the attacked model's predictions on the clean images",
+            "targets": str(target_file) if target_file else None,
+            "success_judged_by": attacker.judged_by,
+            "outputs": "<name>: PNG rounded to uint8; float/<name>.npy: float32 pixels in "
+            "[0, 255] before rounding; distances in pixel units",
+        }
+    )
+    logging.info("%s on %s; success judged by %s", settings.attack, spec.name, attacker.judged_by)
+    result = generate_directory(
+        listing.images,
+        record,
+        attacker,
+        labels=labels,
+        targets=targets,
+        batch_size=FLAGS.batch_size,
+        save_float=FLAGS.save_float,
+        progress=FLAGS.progress,
+    )
+    rows = [record.rows[name] for name in result.generated]
+    logging.info(
+        "attacked %d image(s), %d already done; success %d float, %d after rounding to PNG",
+        len(rows),
+        len(result.skipped),
+        sum(row["success_float"] == "1" for row in rows),
+        sum(row["success_png"] == "1" for row in rows),
+    )
+    return cli.report_failures(PROGRAM, result.failures, "attacked")
+
+
+def run() -> None:
+    """Console entry point `generate_adversarial`."""
+    app.run(main)

@@ -1,0 +1,115 @@
+"""The command-line programs, and what they share: exit codes, messages, the checkpoint
+directory rule and a quiet TensorFlow start.
+
+Each command is a module here (or in `attacks.cli`) with absl flags, `main(argv)`
+and `run()`, its console entry point; `scripts/*.py` call the same `run()`. Defining
+the flags imports no TensorFlow, so `--help` is fast; `main` imports it through
+`import_tensorflow()` once the flags are parsed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from types import ModuleType
+
+EXIT_OK, EXIT_PARTIAL, EXIT_FATAL = 0, 1, 2
+CHECKPOINT_DIR_ENV = "DEFENSE_CHECKPOINT_DIR"
+DEFAULT_CHECKPOINT_DIR = "checkpoints"
+CONTAINER_ENV = "DEFENSE_CONTAINER"
+# TensorFlow's start-up lines on a machine without CUDA (or with a CPU TensorFlow was
+# not built for): printed by its C++ logging before any log level applies.
+TENSORFLOW_NOISE = (
+    "All log messages before absl::InitializeLog() is called",
+    "Could not find cuda drivers on your machine",
+    "This TensorFlow binary is optimized to use available CPU instructions",
+    "To enable the following instructions:",
+    "failed call to cuInit",
+)
+
+
+def fail(program: str, message: str) -> int:
+    """Print a one-paragraph error on stderr and return the fatal exit code."""
+    print(f"{program}: error: {message}", file=sys.stderr)
+    return EXIT_FATAL
+
+
+def checkpoint_dir() -> Path:
+    """Where checkpoints live when no path is given: `$DEFENSE_CHECKPOINT_DIR`, else
+    `./checkpoints` in the working directory (the container sets the variable)."""
+    return Path(os.environ.get(CHECKPOINT_DIR_ENV) or DEFAULT_CHECKPOINT_DIR)
+
+
+def default_checkpoint(checkpoint_file: str) -> Path:
+    """Where a registry model's checkpoint lives when no path is given."""
+    return checkpoint_dir() / checkpoint_file
+
+
+def checkpoint_hint(checkpoint_file: str) -> str:
+    """How to provide a missing default checkpoint: in the container, the mount to add."""
+    folder = checkpoint_dir()
+    if os.environ.get(CONTAINER_ENV):
+        return (
+            f"The image has no {checkpoint_file} in {folder}: mount a folder holding it there, "
+            f"e.g. docker run -v /path/to/checkpoints:{folder}:ro ..."
+        )
+    return (
+        f"Checkpoints are looked up in ${CHECKPOINT_DIR_ENV}, else ./checkpoints (here: "
+        f"{folder.absolute()}), where `download_checkpoints` installs them; or pass "
+        "--checkpoint_path."
+    )
+
+
+def report_failures(program: str, failures: Mapping[str, str], done: str) -> int:
+    """List the images that failed, with their reasons, on stderr; return the exit status."""
+    if not failures:
+        return EXIT_OK
+    print(f"{program}: {len(failures)} image(s) could not be {done}:", file=sys.stderr)
+    for name, reason in sorted(failures.items()):
+        print(f"  {name}: {reason}", file=sys.stderr)
+    return EXIT_PARTIAL
+
+
+@contextlib.contextmanager
+def _stderr_without(noise: tuple[str, ...]) -> Iterator[None]:
+    """Send file descriptor 2 to a temporary file meanwhile (C++ logging writes there
+    directly), then replay every line that is not `noise` on stderr."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode("utf-8", "replace").splitlines(keepends=True):
+                if not any(text in line for text in noise):
+                    sys.stderr.write(line)
+            sys.stderr.flush()
+
+
+def import_tensorflow() -> ModuleType:
+    """Import TensorFlow and list its devices with its start-up noise hidden.
+
+    Unless the user set `TF_CPP_MIN_LOG_LEVEL` (then nothing is hidden), C++ info
+    and warning lines are turned off and the lines in `TENSORFLOW_NOISE`, which
+    TensorFlow prints before its log level applies, are dropped; anything else
+    printed meanwhile still reaches stderr.
+    """
+    if "tensorflow" in sys.modules or "TF_CPP_MIN_LOG_LEVEL" in os.environ:
+        import tensorflow as tf
+
+        return tf
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    with _stderr_without(TENSORFLOW_NOISE):
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+    return tf

@@ -1,0 +1,136 @@
+"""`run_defense`: classify a directory of PNGs with the randomization defense; write
+`<filename>,<label>` lines.
+
+Exit status: 0 when every image was classified, 1 when some images failed (the
+others are still in the CSV), 2 when nothing could run (bad input or output
+location, checkpoint, config or flags).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+
+from absl import app, flags, logging
+
+from defense import cli
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("input_dir", None, "Directory of 299x299 PNG images.")
+flags.DEFINE_string("output_file", None, "CSV to write: one `<filename>,<label>` line per image.")
+flags.DEFINE_string("model", "ens_adv_inception_resnet_v2", "Registry model name.")
+flags.DEFINE_string(
+    "checkpoint_path",
+    None,
+    "Slim checkpoint prefix; default <checkpoint dir>/<model's file>, where the checkpoint "
+    "dir is $DEFENSE_CHECKPOINT_DIR, else ./checkpoints.",
+)
+flags.DEFINE_string(
+    "config", "challenge", "Defense config: challenge, paper, none, or a .json path."
+)
+flags.DEFINE_integer("batch_size", 16, "Images per batch.", lower_bound=1)
+flags.DEFINE_integer(
+    "num_iterations", None, "Random patterns per image (default: the config's).", lower_bound=1
+)
+flags.DEFINE_integer("chunk_size", 32, "Patterns per forward pass (bounds memory).", lower_bound=1)
+flags.DEFINE_integer("seed", None, "Seed for reproducible patterns (default: OS entropy).")
+flags.DEFINE_enum(
+    "precision",
+    "float32",
+    ["float32", "bfloat16", "float16"],
+    "Compute precision (bfloat16 and float16: mixed precision, float32 weights; float16 "
+    "is for GPUs).",
+)
+flags.DEFINE_boolean("jit_compile", False, "Compile each forward pass with XLA.")
+flags.DEFINE_enum(
+    "strategy",
+    "default",
+    ["default", "mirrored"],
+    "default: one device. mirrored: spread each batch's patterns over all visible GPUs "
+    "(tf.distribute.MirroredStrategy); labels are those of the one-device run.",
+)
+flags.DEFINE_enum("aux_head", "entry", ["entry", "tf_models"], "Inception-ResNet-v2 aux head.")
+flags.DEFINE_boolean("class_names", False, "Add a third column with the class name.")
+flags.DEFINE_boolean("progress", True, "Show a progress bar on stderr.")
+
+PROGRAM = "run_defense"
+
+
+def main(argv: list[str]) -> int:
+    """Run the defense as the flags say; return the exit status."""
+    if len(argv) > 1:
+        return cli.fail(PROGRAM, f"unexpected arguments: {' '.join(argv[1:])}")
+    if not FLAGS.input_dir or not FLAGS.output_file:
+        return cli.fail(PROGRAM, "--input_dir and --output_file are required")
+
+    cli.import_tensorflow()
+    from defense.config import load_config
+    from defense.images import InputError, check_output_file, list_inputs
+    from defense.models import CheckpointError, get_spec
+
+    try:
+        spec = get_spec(FLAGS.model)
+        config = load_config(FLAGS.config)
+        if FLAGS.num_iterations is not None:
+            config = config.replace(num_iterations=FLAGS.num_iterations)
+        list_inputs(FLAGS.input_dir)
+        check_output_file(FLAGS.output_file)
+    except (ValueError, InputError) as error:
+        return cli.fail(PROGRAM, str(error))
+    checkpoint = FLAGS.checkpoint_path or cli.default_checkpoint(spec.checkpoint_file)
+
+    from defense import models
+    from defense.distribute import NoGPUError, mirrored_strategy
+    from defense.ensemble import RandomizedEnsemble
+    from defense.labels import class_names
+    from defense.runner import classify_directory
+
+    options = {}
+    if FLAGS["aux_head"].present:
+        if "aux_head" not in inspect.signature(spec.build).parameters:
+            return cli.fail(PROGRAM, f"--aux_head applies to Inception-ResNet-v2, not {spec.name}")
+        options["aux_head"] = FLAGS.aux_head
+    try:
+        strategy = mirrored_strategy() if FLAGS.strategy == "mirrored" else None
+    except NoGPUError as error:
+        return cli.fail(PROGRAM, f"--strategy=mirrored: {error}")
+    try:
+        with strategy.scope() if strategy else contextlib.nullcontext():
+            model = models.load(spec.name, checkpoint, precision=FLAGS.precision, **options)
+    except CheckpointError as error:
+        hint = "" if FLAGS.checkpoint_path else f"\n{cli.checkpoint_hint(spec.checkpoint_file)}"
+        return cli.fail(PROGRAM, f"{error}{hint}")
+    logging.info(
+        "defense %s on %s: %d iterations, sizes [%d, %d) -> %d, flip=%s, aux weight %.2f",
+        config.name,
+        spec.name,
+        config.num_iterations,
+        config.low,
+        config.high,
+        config.out_size,
+        config.flip,
+        config.aux_weight,
+    )
+    ensemble = RandomizedEnsemble(
+        model,
+        config,
+        seed=FLAGS.seed,
+        chunk_size=FLAGS.chunk_size,
+        jit_compile=FLAGS.jit_compile,
+        strategy=strategy,
+    )
+    result = classify_directory(
+        FLAGS.input_dir,
+        FLAGS.output_file,
+        ensemble.predict,
+        batch_size=FLAGS.batch_size,
+        class_names=class_names() if FLAGS.class_names else None,
+        progress=FLAGS.progress,
+    )
+    logging.info("classified %d images into %s", len(result.labels), FLAGS.output_file)
+    return cli.report_failures(PROGRAM, result.failures, "classified")
+
+
+def run() -> None:
+    """Console entry point `run_defense`."""
+    app.run(main)
