@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from attacks.catalog import SCENARIOS, SOURCES
 from defense import cli
@@ -137,4 +137,4 @@ def main(argv: list[str]) -> int:
 
 def run() -> None:
     """Console entry point `evaluate_adversarial`."""
-    app.run(main)
+    cli.run_program(main, __name__, PROGRAM)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from attacks.catalog import ATTACKS, DEFAULTS, EOT_DEFAULT_CONFIG, SCENARIOS
 from defense import cli
@@ -156,10 +156,13 @@ def main(argv: list[str]) -> int:
                 )
             targets = labels_for(names, read_targets(target_file), source=target_file)
         check_image_sizes(listing.images, settings.image_size)
+    except (ValueError, InputError) as error:
+        return cli.fail(PROGRAM, str(error))
+    try:
         output_dir = prepare_output_dir(FLAGS.output_dir, FLAGS.input_dir)
         record = RunRecord(output_dir, settings)
     except (ValueError, InputError) as error:
-        return cli.fail(PROGRAM, str(error))
+        return cli.fail(PROGRAM, f"{error}{cli.output_hint()}")
     ignored = [path.name for path in listing.ignored if path != target_file]
     if ignored:
         logging.warning(
@@ -218,4 +221,4 @@ def main(argv: list[str]) -> int:
 
 def run() -> None:
     """Console entry point `generate_adversarial`."""
-    app.run(main)
+    cli.run_program(main, __name__, PROGRAM)

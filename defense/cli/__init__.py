@@ -13,7 +13,7 @@ import contextlib
 import os
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
 
@@ -36,6 +36,29 @@ def fail(program: str, message: str) -> int:
     """Print a one-paragraph error on stderr and return the fatal exit code."""
     print(f"{program}: error: {message}", file=sys.stderr)
     return EXIT_FATAL
+
+
+def run_program(main: Callable[[list[str]], int], module: str, program: str) -> None:
+    """Run an absl program whose flags `module` defines.
+
+    `--help` lists those flags however the program was started (console command or
+    script) and exits 0; a flag error is one message and exit 2, like any bad input.
+    """
+    from absl import app, flags
+
+    sys.modules["__main__"].__doc__ = sys.modules[module].__doc__
+    for flag in flags.FLAGS.get_flags_for_module(module):
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+
+    def parse(argv: list[str]) -> list[str]:
+        try:
+            return flags.FLAGS(argv)
+        except flags.Error as error:
+            sys.exit(fail(program, f"{error} (see --help)"))
+        except SystemExit as stop:  # absl's help flags exit 1 once they have printed
+            sys.exit(EXIT_OK if stop.code == 1 else stop.code)
+
+    app.run(main, flags_parser=parse)
 
 
 def checkpoint_dir() -> Path:
@@ -61,6 +84,16 @@ def checkpoint_hint(checkpoint_file: str) -> str:
         f"Checkpoints are looked up in ${CHECKPOINT_DIR_ENV}, else ./checkpoints (here: "
         f"{folder.absolute()}), where `download_checkpoints` installs them; or pass "
         "--checkpoint_path."
+    )
+
+
+def output_hint() -> str:
+    """In the container, why an output folder may not be writable and what to do."""
+    if not os.environ.get(CONTAINER_ENV):
+        return ""
+    return (
+        f" (the container runs as uid {os.getuid()}: mount a folder that user may write, "
+        'or add --user "$(id -u):$(id -g)" to docker run)'
     )
 
 

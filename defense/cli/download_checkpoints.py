@@ -8,7 +8,7 @@ Exit status: 0 when every named checkpoint is installed and verified, 2 otherwis
 
 from __future__ import annotations
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from defense import cli
 
@@ -71,4 +71,4 @@ def main(argv: list[str]) -> int:
 
 def run() -> None:
     """Console entry point `download_checkpoints`."""
-    app.run(main)
+    cli.run_program(main, __name__, PROGRAM)

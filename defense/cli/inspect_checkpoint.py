@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from absl import app, flags
+from absl import flags
 
 from defense import cli
 
@@ -69,4 +69,4 @@ def main(argv: list[str]) -> int:
 
 def run() -> None:
     """Console entry point `inspect_checkpoint`."""
-    app.run(main)
+    cli.run_program(main, __name__, PROGRAM)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from defense import cli
 
@@ -74,9 +74,12 @@ def main(argv: list[str]) -> int:
         if FLAGS.num_iterations is not None:
             config = config.replace(num_iterations=FLAGS.num_iterations)
         list_inputs(FLAGS.input_dir)
-        check_output_file(FLAGS.output_file)
     except (ValueError, InputError) as error:
         return cli.fail(PROGRAM, str(error))
+    try:
+        check_output_file(FLAGS.output_file)
+    except InputError as error:
+        return cli.fail(PROGRAM, f"{error}{cli.output_hint()}")
     checkpoint = FLAGS.checkpoint_path or cli.default_checkpoint(spec.checkpoint_file)
 
     from defense import models
@@ -133,4 +136,4 @@ def main(argv: list[str]) -> int:
 
 def run() -> None:
     """Console entry point `run_defense`."""
-    app.run(main)
+    cli.run_program(main, __name__, PROGRAM)

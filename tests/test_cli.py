@@ -1,0 +1,121 @@
+"""The command-line programs as installed: fast `--help`, quiet TensorFlow start, the
+checkpoint directory rule, and clear errors for multi-GPU without GPUs."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from defense import cli
+
+REPO = Path(__file__).resolve().parents[1]
+COMMANDS = {
+    "run_defense": "defense.cli.run_defense",
+    "download_checkpoints": "defense.cli.download_checkpoints",
+    "inspect_checkpoint": "defense.cli.inspect_checkpoint",
+    "generate_adversarial": "attacks.cli.generate_adversarial",
+    "evaluate_adversarial": "attacks.cli.evaluate_adversarial",
+}
+
+
+def command(name: str) -> str:
+    """The console command installed beside this interpreter (by `pip install`)."""
+    path = Path(sys.executable).with_name(name)
+    assert path.exists(), f"{name} is not installed beside {sys.executable}; pip install ."
+    return str(path)
+
+
+def quiet_env(**extra: str) -> dict[str, str]:
+    environment = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    return {**environment, **extra}
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_defining_the_flags_imports_no_tensorflow(name):
+    code = f"import sys, {COMMANDS[name]}; assert 'tensorflow' not in sys.modules, 'imported'"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_console_command_help_from_another_directory(name, tmp_path):
+    result = subprocess.run(
+        [command(name), "--help"], capture_output=True, text=True, cwd=tmp_path, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert name in result.stdout and "flags" in result.stdout.lower()
+
+
+def test_a_failing_run_prints_only_its_own_message(tmp_path):
+    result = subprocess.run(
+        [command("run_defense"), f"--input_dir={REPO / 'samples'}", "--output_file=x.csv"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=quiet_env(),
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("run_defense: error: no checkpoint at checkpoints/"), (
+        result.stderr
+    )
+    for noise in cli.TENSORFLOW_NOISE:
+        assert noise not in result.stderr
+    assert "cudart_stub" not in result.stderr and "cpu_feature_guard" not in result.stderr
+
+
+def test_a_log_level_the_user_set_hides_nothing(tmp_path):
+    code = (
+        "import os; from defense import cli; cli.import_tensorflow(); "
+        "print(os.environ['TF_CPP_MIN_LOG_LEVEL'])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=quiet_env(TF_CPP_MIN_LOG_LEVEL="0"),
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "0"
+    assert cli.TENSORFLOW_NOISE[0] in result.stderr
+
+
+def test_checkpoint_dir_rule(monkeypatch, tmp_path):
+    monkeypatch.delenv(cli.CHECKPOINT_DIR_ENV, raising=False)
+    assert cli.default_checkpoint("a.ckpt") == Path("checkpoints") / "a.ckpt"
+    monkeypatch.setenv(cli.CHECKPOINT_DIR_ENV, str(tmp_path))
+    assert cli.default_checkpoint("a.ckpt") == tmp_path / "a.ckpt"
+
+
+def test_missing_checkpoint_in_the_container_names_the_mount(monkeypatch):
+    monkeypatch.setenv(cli.CHECKPOINT_DIR_ENV, "/app/checkpoints")
+    monkeypatch.delenv(cli.CONTAINER_ENV, raising=False)
+    assert "download_checkpoints" in cli.checkpoint_hint("a.ckpt")
+    assert cli.output_hint() == ""
+    monkeypatch.setenv(cli.CONTAINER_ENV, "1")
+    assert "-v /path/to/checkpoints:/app/checkpoints:ro" in cli.checkpoint_hint("a.ckpt")
+    assert "--user" in cli.output_hint()
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_without_gpus_exits_2(tmp_path):
+    tf = pytest.importorskip("tensorflow")
+    if tf.config.list_logical_devices("GPU"):
+        pytest.skip("a GPU is visible")
+    result = subprocess.run(
+        [
+            command("run_defense"),
+            f"--input_dir={REPO / 'samples'}",
+            f"--output_file={tmp_path / 'out.csv'}",
+            "--strategy=mirrored",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert "--strategy=mirrored: TensorFlow sees no GPU" in result.stderr
+    assert not (tmp_path / "out.csv").exists()
