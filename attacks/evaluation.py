@@ -148,7 +148,7 @@ def read_adversarial_set(
     directory = Path(directory)
     stats = directory / STATS_FILE
     try:
-        with open(stats, newline="", encoding="utf-8") as handle:
+        with open(stats, newline="", encoding="utf-8", errors="surrogateescape") as handle:
             rows = list(csv.DictReader(handle))
     except (OSError, csv.Error, UnicodeDecodeError) as error:
         raise InputError(

@@ -20,6 +20,7 @@ import csv
 import json
 import math
 import os
+import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -245,7 +246,9 @@ class RunRecord:
         if not self.stats_path.exists():
             return {}
         try:
-            with open(self.stats_path, newline="", encoding="utf-8") as handle:
+            with open(
+                self.stats_path, newline="", encoding="utf-8", errors="surrogateescape"
+            ) as handle:
                 reader = csv.DictReader(handle)
                 if tuple(reader.fieldnames or ()) != STATS_COLUMNS:
                     raise ValueError(f"{self.stats_path} does not have the columns of a stats file")
@@ -445,7 +448,8 @@ def generate_directory(
     result.skipped = [path.name for path in paths if path.name not in waiting]
     if save_float:
         (record.output_dir / FLOAT_DIR).mkdir(exist_ok=True)
-    with tqdm(total=len(pending), unit="img", disable=not progress, desc=settings.attack) as bar:
+    shown = progress and sys.stderr.isatty()
+    with tqdm(total=len(pending), unit="img", disable=not shown, desc=settings.attack) as bar:
         for start in range(0, len(pending), batch_size):
             batch = pending[start : start + batch_size]
             names, original = read_batch(

@@ -9,10 +9,10 @@ be used raises `ImageError` with the reason, so a run can skip it and go on.
 
 from __future__ import annotations
 
-import csv
 import io
 import os
-import tempfile
+import secrets
+import stat
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,10 +62,15 @@ class InputListing:
 
 
 def _is_image_candidate(path: Path) -> bool:
-    """A `*.png` name, or image data of another format (so that it is reported, not skipped)."""
+    """A `*.png` name, or image data of another format (so that it is reported, not skipped).
+
+    Only regular files are sniffed: opening a FIFO or a device could block or never end.
+    """
     if path.suffix.lower() == ".png":
         return True
     try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            return False
         with open(path, "rb") as handle:
             header = handle.read(16)
     except OSError:
@@ -74,11 +79,13 @@ def _is_image_candidate(path: Path) -> bool:
 
 
 def list_inputs(input_dir: str | os.PathLike) -> InputListing:
-    """Sort the regular, non-hidden files of `input_dir` into images and ignored files.
+    """Sort the entries of `input_dir` into images and ignored entries.
 
-    Images are `*.png` files and files holding another image format (which then
-    fail as "not a PNG"); anything else, such as a licence or a CSV, is ignored,
-    as the competition runtime ignored it.
+    Images are the non-hidden `*.png` entries that are not directories (a device or
+    FIFO among them then fails as "not a regular file") and files holding another
+    image format (which fail as "not a PNG"); everything else, such as a licence, a
+    CSV, a hidden file or a folder, is ignored, as the competition runtime ignored it,
+    and listed so that the caller can say so.
     """
     directory = Path(input_dir)
     if not directory.exists():
@@ -89,17 +96,9 @@ def list_inputs(input_dir: str | os.PathLike) -> InputListing:
         entries = sorted(directory.iterdir(), key=lambda path: path.name)
     except OSError as error:
         raise InputError(f"cannot list input directory {directory}: {error.strerror}") from error
-    files = [
-        path
-        for path in entries
-        if not path.name.startswith(".")
-        and not path.is_dir()
-        and (path.is_file() or path.is_symlink())
-    ]
-    listing = InputListing(
-        images=[path for path in files if _is_image_candidate(path)],
-        ignored=[path for path in files if not _is_image_candidate(path)],
-    )
+    files = [path for path in entries if not path.name.startswith(".") and not path.is_dir()]
+    images = [path for path in files if _is_image_candidate(path)]
+    listing = InputListing(images=images, ignored=[p for p in entries if p not in images])
     if not listing.images:
         ignored = ", ".join(path.name for path in listing.ignored)
         raise InputError(
@@ -132,12 +131,21 @@ def _to_rgb(image: Image.Image) -> tuple[np.ndarray, list[str]]:
 def read_image(path: str | os.PathLike, size: int = IMAGE_SIZE) -> LoadedImage:
     """Read one PNG as uint8 RGB of size x size, or raise `ImageError` saying why not."""
     path = Path(path)
+    limit = f"file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB"
     try:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise ImageError(f"file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB")
-        data = path.read_bytes()
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; the check below refuses it.
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with open(descriptor, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise ImageError(f"not a regular file ({_file_kind(info.st_mode)})")
+            if info.st_size > MAX_FILE_BYTES:
+                raise ImageError(limit)
+            data = handle.read(MAX_FILE_BYTES + 1)
     except OSError as error:
         raise ImageError(f"cannot read file: {error.strerror or error}") from error
+    if len(data) > MAX_FILE_BYTES:
+        raise ImageError(limit)
     if not data:
         raise ImageError("empty file (0 bytes)")
     if not data.startswith(PNG_SIGNATURE):
@@ -205,49 +213,119 @@ def to_model_input(pixels: np.ndarray) -> np.ndarray:
     return pixels.astype(np.float32) / 255.0 * 2.0 - 1.0
 
 
-def check_output_file(output_file: str | os.PathLike) -> Path:
-    """Fail early when the output file cannot be written where asked."""
-    path = Path(output_file)
-    parent = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
+def _file_kind(mode: int) -> str:
+    kinds = {
+        stat.S_ISDIR: "a directory",
+        stat.S_ISCHR: "a character device",
+        stat.S_ISBLK: "a block device",
+        stat.S_ISFIFO: "a FIFO",
+        stat.S_ISSOCK: "a socket",
+    }
+    return next((name for test, name in kinds.items() if test(mode)), "not a regular file")
+
+
+def _output_target(path: Path) -> Path:
+    """The file an output path names: a symlink's target (the link is kept), else the path."""
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
+def _replaceable(path: Path) -> os.stat_result | None:
+    """The status of the file at `path` that an atomic write may replace (None: no file).
+
+    Refuses what replacing would destroy: anything but a regular file (a device such
+    as /dev/null, a FIFO, a directory), a file with other hard links (the rename
+    would detach them) and a read-only file.
+    """
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise InputError(f"output path {path}: {error.strerror or error}") from error
+    if stat.S_ISDIR(info.st_mode):
         raise InputError(f"output path {path} is a directory; give a file name")
+    if not stat.S_ISREG(info.st_mode):
+        raise InputError(
+            f"output path {path} is {_file_kind(info.st_mode)}, not a regular file; "
+            "give the path of a file"
+        )
+    if info.st_nlink > 1:
+        raise InputError(
+            f"output file {path} has {info.st_nlink} hard links, which replacing it would "
+            "detach; remove the other links or give another path"
+        )
+    if not info.st_mode & 0o222:
+        raise InputError(f"output file {path} is read-only; make it writable or give another path")
+    return info
+
+
+def check_output_file(
+    output_file: str | os.PathLike, *, inputs: Sequence[os.PathLike] = ()
+) -> Path:
+    """Fail early when the output file cannot be written where asked, or when writing it
+    would destroy something: one of `inputs`, a device, a linked or read-only file."""
+    path = Path(output_file)
+    target = _output_target(path)
+    parent = target.parent if str(target.parent) else Path(".")
     if not parent.is_dir():
         raise InputError(f"output directory {parent} does not exist")
+    _replaceable(target)
+    if target.exists() and any(os.path.samefile(target, item) for item in inputs):
+        raise InputError(f"output file {path} is one of the input images; give another path")
     if not os.access(parent, os.W_OK):
         raise InputError(f"output directory {parent} is not writable")
     return path
 
 
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename in `directory` durable."""
+    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
     """Write a file through `write(handle)` into a temporary file, then rename it over `path`.
 
-    A reader never sees a half-written file; the file gets the mode the umask allows.
+    A reader never sees a half-written file, and after the call the file and its
+    directory entry are on disk. A symlinked path keeps its link (the target is
+    replaced); an existing file keeps its mode, a new one gets the mode the umask
+    allows. What replacing would destroy is refused (see `check_output_file`).
     """
-    path = Path(path)
-    descriptor, temporary = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
-    )
+    target = _output_target(Path(path))
+    existing = _replaceable(target)
+    temporary = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+    # The kernel applies the umask to 0o666, so no process-wide umask change is needed.
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with open(descriptor, "wb") as handle:
+            if existing is not None:
+                os.fchmod(handle.fileno(), stat.S_IMODE(existing.st_mode))
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
-        os.replace(temporary, path)
+        os.replace(temporary, target)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
+    _fsync_directory(target.parent)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write UTF-8 text atomically."""
-    write_atomic(path, lambda handle: handle.write(text.encode("utf-8")))
+    """Write text atomically, as UTF-8; file names that are not UTF-8 keep their bytes."""
+    write_atomic(path, lambda handle: handle.write(text.encode("utf-8", "surrogateescape")))
+
+
+def _csv_field(value: object) -> str:
+    """One CSV field, quoted when it holds a comma, a quote, or a line break (\\r or \\n)."""
+    text = str(value)
+    if any(special in text for special in ',"\r\n'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
 
 
 def write_csv_atomic(path: str | os.PathLike, rows: Iterable[Sequence[object]]) -> None:
     """Write CSV rows (no header, `\\n` line ends) atomically."""
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows(rows)
-    write_text_atomic(path, buffer.getvalue())
+    write_text_atomic(path, "".join(",".join(map(_csv_field, row)) + "\n" for row in rows))

@@ -8,8 +8,10 @@ with everything finished so far, so an interrupted run keeps its work.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from absl import logging
@@ -41,7 +43,11 @@ def classify_directory(
     class_names: Sequence[str] | None = None,
     progress: bool = True,
 ) -> RunResult:
-    """Classify every input file with `predict` (images in [-1, 1] -> labels) and write the CSV."""
+    """Classify every input file with `predict` (images in [-1, 1] -> labels) and write the CSV.
+
+    The progress bar is drawn only on a terminal. A run that classifies nothing leaves
+    an existing CSV as it was (an earlier run's labels are not replaced by nothing).
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     listing = list_inputs(input_dir)
@@ -53,7 +59,8 @@ def classify_directory(
         )
     paths = listing.images
     result = RunResult()
-    with tqdm(total=len(paths), unit="img", disable=not progress, desc="classifying") as bar:
+    shown = progress and sys.stderr.isatty()
+    with tqdm(total=len(paths), unit="img", disable=not shown, desc="classifying") as bar:
         for start in range(0, len(paths), batch_size):
             batch = paths[start : start + batch_size]
             names, pixels = read_batch(batch, result.failures)
@@ -63,5 +70,8 @@ def classify_directory(
                 write_csv_atomic(output_file, _rows(result.labels, class_names))
             bar.update(len(batch))
     if not result.labels:
-        write_csv_atomic(output_file, [])
+        if Path(output_file).exists():
+            logging.warning("no image could be classified; %s is left as it was", output_file)
+        else:
+            write_csv_atomic(output_file, [])
     return result

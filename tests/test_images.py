@@ -2,6 +2,7 @@
 
 import csv
 import os
+import stat
 
 import numpy as np
 import pytest
@@ -105,15 +106,15 @@ def test_unreadable_files_raise(tmp_path, monkeypatch, rgb):
 
     path = save(tmp_path / "locked.png", rgb)
 
-    def denied(self):
+    def denied(*args):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(type(path), "read_bytes", denied)
+    monkeypatch.setattr(os, "open", denied)
     with pytest.raises(ImageError, match="Permission denied"):
         read_image(path)
 
 
-def test_list_inputs_skips_hidden_files_and_folders(tmp_path, rgb):
+def test_list_inputs_sorts_images_from_ignored_entries(tmp_path, rgb):
     save(tmp_path / "b.png", rgb)
     save(tmp_path / "a.png", rgb)
     (tmp_path / ".DS_Store").write_bytes(b"x")
@@ -123,7 +124,7 @@ def test_list_inputs_skips_hidden_files_and_folders(tmp_path, rgb):
     (tmp_path / "upper.PNG").write_bytes(b"")
     listing = list_inputs(tmp_path)
     assert [path.name for path in listing.images] == ["a.png", "b.png", "photo.jpg", "upper.PNG"]
-    assert [path.name for path in listing.ignored] == ["notes.txt"]
+    assert [path.name for path in listing.ignored] == [".DS_Store", "notes.txt", "sub"]
 
 
 def test_missing_or_empty_input_dir(tmp_path):
@@ -176,3 +177,115 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# ------------------------------------------------ outputs that must not be destroyed (issue 9)
+
+
+def test_output_that_is_an_input_image_is_refused(tmp_path, rgb):
+    image = save(tmp_path / "a.png", rgb)
+    with pytest.raises(InputError, match="is one of the input images"):
+        check_output_file(image, inputs=[image])
+    link = tmp_path / "link.csv"
+    link.symlink_to(image)
+    with pytest.raises(InputError, match="is one of the input images"):
+        check_output_file(link, inputs=[image])
+
+
+def test_devices_fifos_and_directories_are_never_replaced(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path, kind in [(fifo, "a FIFO"), ("/dev/null", "a character device")]:
+        with pytest.raises(InputError, match=f"is {kind}, not a regular file"):
+            check_output_file(path)
+        with pytest.raises(InputError, match=kind):
+            write_csv_atomic(path, [("a.png", 1)])
+    assert stat.S_ISFIFO(fifo.stat().st_mode) and stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    with pytest.raises(InputError, match="is a directory"):
+        write_csv_atomic(tmp_path, [("a.png", 1)])
+
+
+def test_a_symlinked_output_keeps_its_link(tmp_path):
+    target = tmp_path / "real.csv"
+    target.write_text("old\n")
+    link = tmp_path / "out.csv"
+    link.symlink_to(target)
+    write_csv_atomic(link, [("a.png", 1)])
+    assert link.is_symlink() and target.read_text() == "a.png,1\n"
+
+
+def test_hard_linked_and_read_only_outputs_are_refused(tmp_path):
+    linked = tmp_path / "out.csv"
+    linked.write_text("kept\n")
+    os.link(linked, tmp_path / "other.csv")
+    with pytest.raises(InputError, match="2 hard links"):
+        write_csv_atomic(linked, [("a.png", 1)])
+    read_only = tmp_path / "ro.csv"
+    read_only.write_text("kept\n")
+    read_only.chmod(0o444)
+    for call in (check_output_file, lambda path: write_csv_atomic(path, [])):
+        with pytest.raises(InputError, match="is read-only"):
+            call(read_only)
+    assert linked.read_text() == read_only.read_text() == "kept\n"
+
+
+def test_an_existing_file_keeps_its_mode(tmp_path):
+    out = tmp_path / "out.csv"
+    out.write_text("old\n")
+    out.chmod(0o600)
+    write_csv_atomic(out, [("a.png", 1)])
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+
+
+def test_carriage_returns_and_non_utf8_names_round_trip(tmp_path):
+    out = tmp_path / "out.csv"
+    odd = os.fsdecode(b"caf\xe9.png")
+    write_csv_atomic(out, [("a\rb.png", 1), ("c\nd.png", 2), (odd, 3)])
+    assert out.read_bytes().endswith(b"caf\xe9.png,3\n")
+    with open(out, newline="", encoding="utf-8", errors="surrogateescape") as handle:
+        assert list(csv.reader(handle)) == [["a\rb.png", "1"], ["c\nd.png", "2"], [odd, "3"]]
+
+
+def test_the_rename_is_made_durable_without_touching_the_umask(tmp_path, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+
+    def fsync(descriptor):
+        synced.append(stat.S_ISDIR(os.fstat(descriptor).st_mode))
+        real_fsync(descriptor)
+
+    def umask(mask):
+        raise AssertionError("os.umask changes the mask of every thread")
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "umask", umask)
+    write_csv_atomic(tmp_path / "out.csv", [("a.png", 1)])
+    assert synced == [False, True]
+    monkeypatch.undo()
+    assert stat.S_IMODE((tmp_path / "out.csv").stat().st_mode) == 0o666 & ~_umask()
+
+
+# ------------------------------------------------ inputs that are not regular files (issue 9)
+
+
+def test_devices_and_fifos_are_refused_without_reading_or_blocking(tmp_path):
+    (tmp_path / "zero.png").symlink_to("/dev/zero")
+    os.mkfifo(tmp_path / "fifo.png")
+    os.mkfifo(tmp_path / "notes.txt")
+    listing = list_inputs(tmp_path)
+    assert [path.name for path in listing.images] == ["fifo.png", "zero.png"]
+    assert [path.name for path in listing.ignored] == ["notes.txt"]
+    with pytest.raises(ImageError, match="not a regular file \\(a character device\\)"):
+        read_image(tmp_path / "zero.png")
+    with pytest.raises(ImageError, match="not a regular file \\(a FIFO\\)"):
+        read_image(tmp_path / "fifo.png")
+
+
+def test_hidden_files_and_folders_are_listed_as_ignored(tmp_path, rgb):
+    save(tmp_path / "a.png", rgb)
+    save(tmp_path / ".hidden.png", rgb)
+    (tmp_path / "folder.png").mkdir()
+    (tmp_path / "linked.png").symlink_to(tmp_path / "folder.png")
+    listing = list_inputs(tmp_path)
+    assert [path.name for path in listing.images] == ["a.png"]
+    assert [path.name for path in listing.ignored] == [".hidden.png", "folder.png", "linked.png"]

@@ -1,8 +1,10 @@
 """End-to-end: the absl runner and run_defense.sh on generated PNGs and a generated checkpoint."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -210,6 +212,56 @@ def test_bad_locations_and_flags_fail_before_loading(input_dir, tmp_path, setup,
     result = run_cli("--input_dir", folder, "--output_file", out, *extra)
     assert result.returncode == 2
     assert expected in result.stderr
+
+
+def test_an_input_image_as_output_is_refused_and_kept(input_dir, tmp_path):
+    image = input_dir / "image_0.png"
+    before = image.read_bytes()
+    for batch_size in ("1", "16"):
+        result = run_cli(
+            "--input_dir", input_dir, "--output_file", image, "--batch_size", batch_size
+        )
+        assert result.returncode == 2
+        assert "is one of the input images" in result.stderr
+    assert image.read_bytes() == before
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_run_keeps_the_finished_rows(irv2_checkpoint, tmp_path, signum):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(8):
+        Image.fromarray(smooth_image(i)).save(folder / f"image_{i}.png")
+    out = tmp_path / "out" / "labels.csv"
+    out.parent.mkdir()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--noprogress",
+            f"--input_dir={folder}",
+            f"--output_file={out}",
+            f"--checkpoint_path={irv2_checkpoint}",
+            "--config=paper",
+            "--batch_size=1",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 600
+    while not (out.exists() and out.read_text()) and process.poll() is None:
+        assert time.monotonic() < deadline, "no batch finished"
+        time.sleep(0.05)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    rows = out.read_text().splitlines()
+    if process.returncode != 0:  # the run may have finished before the signal arrived
+        assert process.returncode == 130, stderr
+        assert "interrupted; what was finished is kept in" in stderr
+        assert "Traceback" not in stderr
+    assert 1 <= len(rows) <= 8
+    assert all(row.startswith("image_") and row.split(",")[1].isdigit() for row in rows)
+    assert os.listdir(out.parent) == ["labels.csv"]
 
 
 def test_competition_entry_point(irv2_checkpoint, input_dir, tmp_path):

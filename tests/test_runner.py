@@ -80,3 +80,18 @@ def test_all_images_bad_still_writes_an_empty_csv(tmp_path):
     out = tmp_path / "out.csv"
     result = classify_directory(folder, out, brightness_label, progress=False)
     assert list(result.failures) == ["a.png"] and out.read_text() == ""
+
+
+def test_all_images_bad_keeps_an_earlier_csv(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"nope")
+    out = tmp_path / "out.csv"
+    out.write_text("a.png,7\n")
+    result = classify_directory(folder, out, brightness_label, progress=False)
+    assert list(result.failures) == ["a.png"] and out.read_text() == "a.png,7\n"
+
+
+def test_no_progress_bar_when_stderr_is_not_a_terminal(input_dir, tmp_path, capsys):
+    classify_directory(input_dir, tmp_path / "out.csv", brightness_label, progress=True)
+    assert "classifying" not in capsys.readouterr().err

@@ -198,16 +198,22 @@ def main(argv: list[str]) -> int:
         }
     )
     logging.info("%s on %s; success judged by %s", settings.attack, spec.name, attacker.judged_by)
-    result = generate_directory(
-        listing.images,
-        record,
-        attacker,
-        labels=labels,
-        targets=targets,
-        batch_size=FLAGS.batch_size,
-        save_float=FLAGS.save_float,
-        progress=FLAGS.progress,
+    result = cli.run_writing(
+        PROGRAM,
+        output_dir,
+        lambda: generate_directory(
+            listing.images,
+            record,
+            attacker,
+            labels=labels,
+            targets=targets,
+            batch_size=FLAGS.batch_size,
+            save_float=FLAGS.save_float,
+            progress=FLAGS.progress,
+        ),
     )
+    if isinstance(result, int):
+        return result
     rows = [record.rows[name] for name in result.generated]
     logging.info(
         "attacked %d image(s), %d already done; success %d float, %d after rounding to PNG",

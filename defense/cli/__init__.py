@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
 
-EXIT_OK, EXIT_PARTIAL, EXIT_FATAL = 0, 1, 2
+EXIT_OK, EXIT_PARTIAL, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 130
 CHECKPOINT_DIR_ENV = "DEFENSE_CHECKPOINT_DIR"
 DEFAULT_CHECKPOINT_DIR = "checkpoints"
 CONTAINER_ENV = "DEFENSE_CONTAINER"
@@ -43,6 +44,8 @@ def run_program(main: Callable[[list[str]], int], module: str, program: str) -> 
 
     `--help` lists those flags however the program was started (console command or
     script) and exits 0; a flag error is one message and exit 2, like any bad input.
+    SIGTERM stops the program as Ctrl-C does, so that half-written temporary files
+    are removed and what was finished is kept.
     """
     from absl import app, flags
 
@@ -58,7 +61,28 @@ def run_program(main: Callable[[list[str]], int], module: str, program: str) -> 
         except SystemExit as stop:  # absl's help flags exit 1 once they have printed
             sys.exit(EXIT_OK if stop.code == 1 else stop.code)
 
+    signal.signal(signal.SIGTERM, _interrupt)
     app.run(main, flags_parser=parse)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def run_writing(program: str, output: object, work: Callable[[], object]) -> object | int:
+    """Run `work`, which writes `output` as it goes; a full disk, an unwritable file or
+    an interruption becomes one message (exit 2, or 130 when interrupted), and what
+    was finished before stays in `output`."""
+    from defense.images import InputError
+
+    try:
+        return work()
+    except KeyboardInterrupt:
+        print(f"{program}: interrupted; what was finished is kept in {output}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (OSError, InputError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        return fail(program, f"cannot write {output}: {reason}; what was finished is kept")
 
 
 def checkpoint_dir() -> Path:

@@ -73,11 +73,11 @@ def main(argv: list[str]) -> int:
         config = load_config(FLAGS.config)
         if FLAGS.num_iterations is not None:
             config = config.replace(num_iterations=FLAGS.num_iterations)
-        list_inputs(FLAGS.input_dir)
+        listing = list_inputs(FLAGS.input_dir)
     except (ValueError, InputError) as error:
         return cli.fail(PROGRAM, str(error))
     try:
-        check_output_file(FLAGS.output_file)
+        check_output_file(FLAGS.output_file, inputs=listing.images)
     except InputError as error:
         return cli.fail(PROGRAM, f"{error}{cli.output_hint()}")
     checkpoint = FLAGS.checkpoint_path or cli.default_checkpoint(spec.checkpoint_file)
@@ -122,14 +122,20 @@ def main(argv: list[str]) -> int:
         jit_compile=FLAGS.jit_compile,
         strategy=strategy,
     )
-    result = classify_directory(
-        FLAGS.input_dir,
+    result = cli.run_writing(
+        PROGRAM,
         FLAGS.output_file,
-        ensemble.predict,
-        batch_size=FLAGS.batch_size,
-        class_names=class_names() if FLAGS.class_names else None,
-        progress=FLAGS.progress,
+        lambda: classify_directory(
+            FLAGS.input_dir,
+            FLAGS.output_file,
+            ensemble.predict,
+            batch_size=FLAGS.batch_size,
+            class_names=class_names() if FLAGS.class_names else None,
+            progress=FLAGS.progress,
+        ),
     )
+    if isinstance(result, int):
+        return result
     logging.info("classified %d images into %s", len(result.labels), FLAGS.output_file)
     return cli.report_failures(PROGRAM, result.failures, "classified")
 
