@@ -6,12 +6,20 @@ Measured side by side in one run, on deterministic synthetic weights:
   forward calls, each with its own resize + pad),
 - the achieved GFLOP/s against a float32 matmul peak measured in the same run,
 - the projected time for one competition batch (100 images, 500 s budget),
-- bfloat16's speed-up and its label agreement with float32.
+- bfloat16's speed-up and its label agreement with float32,
+- on each GPU TensorFlow sees, for float32, float16 and bfloat16: pattern-forwards
+  per second of the challenge ensemble and the projected time of one competition
+  batch (100 images x 30 patterns) against the budget (one line saying they are not
+  measured where there is no GPU).
+It first describes the machine (OS, CPU, TensorFlow and CUDA builds, GPUs).
 """
 
 from __future__ import annotations
 
+import os
+import platform
 import time
+from pathlib import Path
 
 import numpy as np
 from absl import app, flags
@@ -29,11 +37,43 @@ flags.DEFINE_integer("seed", 0, "Seed for images, weights and patterns.")
 COMPETITION_BATCH = 100
 COMPETITION_BUDGET_S = 500.0
 PEAK_TARGET = 0.8
+GPU_PRECISIONS = ("float32", "float16", "bfloat16")
 
 
 def report(label: str, value: str) -> None:
     """One aligned line of the benchmark's output."""
     print(f"{label + ':':<32}{value}", flush=True)
+
+
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def describe_machine() -> None:
+    """What the figures were measured on: OS, CPU, Python, TensorFlow and its CUDA, GPUs."""
+    import tensorflow as tf
+
+    system = f"{platform.system()} {platform.release()} {platform.machine()}"
+    report("machine", f"{system}; {cpu_name()}, {os.cpu_count()} logical CPUs")
+    build = tf.sysconfig.get_build_info()
+    cuda = ""
+    if build.get("is_cuda_build"):
+        cuda = f" (built for CUDA {build.get('cuda_version')}, cuDNN {build.get('cudnn_version')})"
+    report("software", f"Python {platform.python_version()}, TensorFlow {tf.__version__}{cuda}")
+    for gpu in tf.config.list_physical_devices("GPU"):
+        details = tf.config.experimental.get_device_details(gpu)
+        capability = details.get("compute_capability")
+        name = details.get("device_name", "unknown GPU")
+        if capability:
+            name += f", compute capability {capability[0]}.{capability[1]}"
+        report(f"  {gpu.name.removeprefix('/physical_device:')}", name)
 
 
 def matmul_peak(dtype: str, seconds: float = 3.0) -> float:
@@ -92,6 +132,46 @@ def time_ensemble(model, config, images: np.ndarray) -> tuple[float, np.ndarray]
     return (time.perf_counter() - start) / len(images), labels
 
 
+def gpu_figures(config, images: np.ndarray) -> None:
+    """Per GPU and precision: pattern-forwards/s of our ensemble and one competition batch.
+
+    A competition batch is 100 images x the challenge's 30 patterns, on one GPU.
+    Labels are compared with float32 on the same GPU (same seed, same patterns).
+    """
+    import tensorflow as tf
+
+    from defense.config import load_config
+
+    gpus = tf.config.list_logical_devices("GPU")
+    if not gpus:
+        report("GPU figures", "not measured: TensorFlow sees no GPU")
+        return
+    patterns = COMPETITION_BATCH * load_config("challenge").num_iterations
+    tf32 = tf.config.experimental.tensor_float_32_execution_enabled()
+    for gpu in gpus:
+        device = gpu.name.removeprefix("/device:")
+        labels32 = None
+        for precision in GPU_PRECISIONS:
+            with tf.device(gpu.name):
+                seconds, labels = time_ensemble(build_model(FLAGS.model, precision), config, images)
+            rate = config.num_iterations / seconds
+            projected = patterns / rate
+            within = "within" if projected <= COMPETITION_BUDGET_S else "OVER"
+            kind = f"{precision} (TF32 on)" if precision == "float32" and tf32 else precision
+            report(f"{device}, {kind}", f"{rate:.1f} pattern-forwards/s")
+            report(
+                "  one competition batch",
+                f"{projected:.1f} s for {COMPETITION_BATCH} x {patterns // COMPETITION_BATCH} "
+                f"patterns: {within} the {COMPETITION_BUDGET_S:.0f} s budget",
+            )
+            if labels32 is None:
+                labels32 = labels
+            else:
+                agreement = float(np.mean(labels == labels32))
+                agree = f"{agreement:.1%} of {len(images)} images agree with float32"
+                report("  label agreement", agree)
+
+
 def time_naive(model, config, images: np.ndarray) -> float:
     """Seconds per image of the original's shape: one eager forward call per pattern per batch."""
     import tensorflow as tf
@@ -136,6 +216,7 @@ def main(argv: list[str]) -> None:
     from defense.models.cost import forward_flops
 
     config = load_config("challenge").replace(num_iterations=FLAGS.num_iterations)
+    describe_machine()
     device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
     images = smooth_images(FLAGS.images, FLAGS.seed)
     gflop = forward_flops(models.build(FLAGS.model, input_size=config.out_size)) / 1e9
@@ -168,6 +249,7 @@ def main(argv: list[str]) -> None:
         report("  speed-up bfloat16 / float32", f"{ours / ours16:.2f} x")
         agreement = float(np.mean(labels16 == labels32))
         report("  label agreement", f"{agreement:.1%} of {len(images)} images agree with float32")
+    gpu_figures(config, images)
 
 
 if __name__ == "__main__":

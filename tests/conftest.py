@@ -3,13 +3,78 @@ checkpoint, the trained digits CNN, and its DeepFool and C&W adversarial sets (u
 both by the attack tests and by the paper-claims tests).
 
 TensorFlow is imported inside the fixtures so that tests which do not use them
-start quickly.
+start quickly. The hooks below handle the `gpu` marker and `--check_gpu`; they too
+import TensorFlow only when a gpu test is selected or the option is given.
 """
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
+
+_GPUS = pytest.StashKey[list]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """`--check_gpu`: the GPU CI job's switch from skipping the gpu tests to failing the run."""
+    parser.addoption(
+        "--check_gpu",
+        action="store_true",
+        default=False,
+        help="fail the run at once when TensorFlow sees no GPU, instead of skipping the tests "
+        "marked gpu (the GPU CI job uses it, so that a runner without a GPU cannot pass)",
+    )
+
+
+def visible_gpus(config: pytest.Config) -> list:
+    """TensorFlow's physical GPUs, looked up once per process; turns TF32 off when there are any.
+
+    As in Keras' conftest: TF32 rounds matmul and convolution inputs to 10 mantissa
+    bits on Ampere and later GPUs, far coarser than the float32 tolerances the tests
+    use on CPU.
+    """
+    if _GPUS not in config.stash:
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            tf.config.experimental.enable_tensor_float_32_execution(False)
+        config.stash[_GPUS] = gpus
+    return config.stash[_GPUS]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Let processes share a GPU; with `--check_gpu`, stop before any test when there is none.
+
+    Every xdist worker and every subprocess a test starts is its own TensorFlow
+    process, and without memory growth the first one to touch a GPU takes nearly all
+    of its memory. Setting the variable here needs no TensorFlow import. The check
+    runs in the xdist controller too, so a GPU-less run fails before workers start.
+    """
+    os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+    if config.getoption("check_gpu") and not visible_gpus(config):
+        raise pytest.UsageError(
+            "--check_gpu: TensorFlow sees no GPU (tf.config.list_physical_devices('GPU') is "
+            "empty). Check the NVIDIA driver (nvidia-smi), `docker run --gpus all`, and that "
+            "the CUDA build of TensorFlow is installed; without --check_gpu the tests marked "
+            "gpu are skipped instead."
+        )
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip the selected gpu tests when TensorFlow sees no GPU.
+
+    `trylast` runs this after `-m`/`-k` deselection, so TensorFlow is imported only
+    when a gpu test is actually going to run.
+    """
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if gpu_items and not visible_gpus(config):
+        skip = pytest.mark.skip(reason="TensorFlow sees no GPU (--check_gpu makes this an error)")
+        for item in gpu_items:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
