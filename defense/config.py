@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -38,18 +39,38 @@ class DefenseConfig:
     per_image: bool = False
 
     def __post_init__(self):
+        for item in dataclasses.fields(self):
+            _check_type(item.name, getattr(self, item.name), item.type)
         if self.randomize:
             validate_range(self.low, self.high, self.out_size)
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.num_iterations < 1:
             raise ValueError(f"num_iterations must be >= 1, got {self.num_iterations}")
-        if self.aux_weight < 0:
-            raise ValueError(f"aux_weight must be >= 0, got {self.aux_weight}")
+        if not (math.isfinite(self.aux_weight) and self.aux_weight >= 0):
+            raise ValueError(f"aux_weight must be finite and >= 0, got {self.aux_weight}")
+
+    def model_input_size(self, image_size: int) -> int:
+        """The size of the images the classifier sees: the canvas, or the images as given."""
+        return self.out_size if self.randomize else image_size
 
     def replace(self, **changes) -> DefenseConfig:
         """Copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
+
+
+_TYPES = {"str": (str,), "bool": (bool,), "int": (int,), "float": (int, float)}
+
+
+def _check_type(name: str, value: object, declared: str) -> None:
+    """Refuse a field of the wrong JSON type: "310" for an int, 1.5 for an int, "false"
+    for a bool (which Python would take as true), true for a number."""
+    allowed = _TYPES[declared]
+    if not isinstance(value, allowed) or (bool not in allowed and isinstance(value, bool)):
+        expected = {"str": "a string", "bool": "true or false", "int": "an integer"}
+        raise ValueError(
+            f"{name} must be {expected.get(declared, 'a number')}, got {value!r}"
+        )
 
 
 def _shipped() -> dict[str, Traversable]:
@@ -78,6 +99,8 @@ def load_config(name_or_path: str) -> DefenseConfig:
         fields = json.loads(source.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"cannot read config {source}: {error}") from error
+    if not isinstance(fields, dict):
+        raise ValueError(f"config {source} must hold a JSON object, got {type(fields).__name__}")
     known = {field.name for field in dataclasses.fields(DefenseConfig)}
     unknown = sorted(set(fields) - known - {"description"})
     if unknown:
@@ -86,4 +109,7 @@ def load_config(name_or_path: str) -> DefenseConfig:
         )
     fields.pop("description", None)
     fields.setdefault("name", source.name.removesuffix(".json"))
-    return DefenseConfig(**fields)
+    try:
+        return DefenseConfig(**fields)
+    except ValueError as error:
+        raise ValueError(f"config {source}: {error}") from error

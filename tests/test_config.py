@@ -39,6 +39,14 @@ def test_config_from_a_json_path(tmp_path):
         ({"method": "bicubic"}, "method"),
         ({"aux_weight": -1}, "aux_weight"),
         ({"resize_low": 3}, "unknown keys"),
+        ({"low": "310"}, "low must be an integer, got '310'"),
+        ({"num_iterations": 1.5}, "num_iterations must be an integer"),
+        ({"flip": "false"}, "flip must be true or false"),
+        ({"per_image": 1}, "per_image must be true or false"),
+        ({"aux_weight": "0.4"}, "aux_weight must be a number"),
+        ({"aux_weight": float("nan")}, "aux_weight must be finite"),
+        ({"aux_weight": float("inf")}, "aux_weight must be finite"),
+        ({"method": 3}, "method must be a string"),
     ],
 )
 def test_bad_configs_are_refused(tmp_path, fields, message):
@@ -56,3 +64,25 @@ def test_unknown_name_lists_the_shipped_ones():
 def test_replace_validates():
     with pytest.raises(ValueError):
         DefenseConfig(name="x").replace(num_iterations=-1)
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", '"challenge"', "3", "null"])
+def test_a_config_that_is_not_an_object_is_refused(tmp_path, text):
+    path = tmp_path / "odd.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match="must hold a JSON object"):
+        load_config(str(path))
+
+
+def test_the_model_input_size_is_the_canvas_or_the_image():
+    assert load_config("challenge").model_input_size(299) == 331
+    assert load_config("none").model_input_size(299) == 299
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "size"), [("inception_v3", 400), ("inception_resnet_v2", 60)])
+def test_a_canvas_the_model_cannot_take_is_refused_when_building(name, size):
+    from defense import models
+
+    with pytest.raises(ValueError, match=f"{name} cannot take {size}x{size} inputs"):
+        models.build(name, input_size=size)

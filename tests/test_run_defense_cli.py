@@ -214,6 +214,28 @@ def test_bad_locations_and_flags_fail_before_loading(input_dir, tmp_path, setup,
     assert expected in result.stderr
 
 
+def test_a_canvas_the_model_cannot_take_fails_before_the_weights_load(
+    irv2_checkpoint, input_dir, tmp_path
+):
+    config = tmp_path / "tiny.json"
+    config.write_text('{"low": 50, "high": 60, "out_size": 60}')
+    result = run_cli(
+        "--input_dir",
+        input_dir,
+        "--output_file",
+        tmp_path / "out.csv",
+        "--checkpoint_path",
+        irv2_checkpoint,
+        "--model",
+        "inception_resnet_v2",
+        "--config",
+        config,
+    )
+    assert result.returncode == 2
+    assert "config tiny: inception_resnet_v2 cannot take 60x60 inputs" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_an_input_image_as_output_is_refused_and_kept(input_dir, tmp_path):
     image = input_dir / "image_0.png"
     before = image.read_bytes()

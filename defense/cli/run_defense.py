@@ -97,9 +97,14 @@ def main(argv: list[str]) -> int:
         strategy = mirrored_strategy() if FLAGS.strategy == "mirrored" else None
     except NoGPUError as error:
         return cli.fail(PROGRAM, f"--strategy=mirrored: {error}")
+    # A static input size: a config whose canvas the model cannot take fails here, before
+    # any weight is read.
+    options["input_size"] = config.model_input_size(spec.default_image_size)
     try:
         with strategy.scope() if strategy else contextlib.nullcontext():
             model = models.load(spec.name, checkpoint, precision=FLAGS.precision, **options)
+    except ValueError as error:
+        return cli.fail(PROGRAM, f"config {config.name}: {error}")
     except CheckpointError as error:
         hint = "" if FLAGS.checkpoint_path else f"\n{cli.checkpoint_hint(spec.checkpoint_file)}"
         return cli.fail(PROGRAM, f"{error}{hint}")

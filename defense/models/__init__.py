@@ -34,6 +34,11 @@ def build(name: str, *, precision: str = "float32", **options) -> keras.Model:
     keras.config.set_dtype_policy(POLICIES[precision])
     try:
         model = spec.build(**options)
+    except ValueError as error:
+        size = options.get("input_size")
+        if size is None:
+            raise
+        raise ValueError(f"{name} cannot take {size}x{size} inputs: {error}") from error
     finally:
         keras.config.set_dtype_policy(previous)
     return model

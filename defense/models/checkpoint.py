@@ -130,11 +130,23 @@ def assign_from_checkpoint(
     diff = compare_manifest(expected, model_shapes(reader))
     if diff:
         raise CheckpointError(f"checkpoint {path} does not fit {model_name}:\n{diff.describe()}")
+    dtypes = reader.get_variable_to_dtype_map()
+    not_float = sorted(name for name in variables if not dtypes[name].is_floating)
+    if not_float:
+        listed = ", ".join(f"{name} ({dtypes[name].name})" for name in not_float[:5])
+        raise CheckpointError(
+            f"checkpoint {path} does not fit {model_name}: {len(not_float)} weight(s) are not "
+            f"floating point: {listed}{' ...' if len(not_float) > 5 else ''}"
+        )
     for name, variable in variables.items():
-        value = read_tensor(reader, name, path)
+        # Cast first: a float64 1e300 is finite, but infinite as float32.
+        with np.errstate(over="ignore"):
+            value = read_tensor(reader, name, path).astype(variable.dtype)
         if not np.all(np.isfinite(value)):
-            raise CheckpointError(f"checkpoint {path}: {name} holds NaN or infinite values")
-        variable.assign(value.astype(variable.dtype))
+            raise CheckpointError(
+                f"checkpoint {path}: {name} holds NaN or infinite values (as {variable.dtype})"
+            )
+        variable.assign(value)
 
 
 def read_tensor(
