@@ -17,6 +17,7 @@ file rewritten, so an interrupted run keeps everything it finished.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import os
@@ -70,8 +71,12 @@ STATS_COLUMNS = (
 
 
 def _check_at_least(name: str, value, low: float, *, strictly: bool = False) -> None:
-    if value < low or (strictly and value == low):
-        raise ValueError(f"{name} must be {'>' if strictly else '>='} {low}, got {value}")
+    """`value` must be a finite number >= `low` (> with `strictly`); NaN compares false
+    with everything, so it is refused explicitly."""
+    if not math.isfinite(value) or value < low or (strictly and value == low):
+        raise ValueError(
+            f"{name} must be a finite number {'>' if strictly else '>='} {low}, got {value}"
+        )
 
 
 def attack_params(
@@ -134,6 +139,12 @@ class AttackSettings:
     config: str | None = None
     targeted: bool = False
     max_epsilon: float | None = None
+    # What the images were attacked with: digests of the labels and targets used (None:
+    # the model's own predictions; no targets) and of the checkpoint (`labels_digest`,
+    # `checkpoint_digest`). A resumed run must match them all.
+    labels: str | None = None
+    targets: str | None = None
+    checkpoint: str | None = None
 
     @property
     def image_size(self) -> int:
@@ -181,6 +192,14 @@ def make_settings(
             max_epsilon,
         )
     return AttackSettings(attack, params, model, scenario, config, targeted, max_epsilon)
+
+
+def labels_digest(labels: Mapping[str, int] | None) -> str | None:
+    """SHA-256 of the (image, label) pairs a run attacks with, whichever file they came from."""
+    if labels is None:
+        return None
+    text = "".join(f"{name}\t{labels[name]}\n" for name in sorted(labels))
+    return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def prepare_output_dir(output_dir: str | os.PathLike, input_dir: str | os.PathLike) -> Path:

@@ -42,6 +42,7 @@ from attacks.generate import (
     to_outputs,
 )
 from defense.images import InputError, to_model_input, write_atomic
+from slim_reference.checkpoint_writer import write_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "generate_adversarial.py"
@@ -210,6 +211,13 @@ def test_attack_defaults_and_budget():
         ("deepfool", {"epsilon": 4}, "minimal-perturbation.*--max_epsilon"),
         ("deepfool", {"overshoot": -1}, "overshoot"),
         ("cw", {"binary_search_steps": 0}, "binary_search_steps"),
+        ("deepfool", {"overshoot": float("nan")}, "overshoot must be a finite number"),
+        ("cw", {"learning_rate": float("nan")}, "learning_rate must be a finite number"),
+        ("cw", {"confidence": float("inf")}, "confidence must be a finite number"),
+        ("cw", {"initial_const": float("nan")}, "initial_const must be a finite number"),
+        ("pgd", {"epsilon": float("nan")}, r"\(0, 255\]"),
+        ("pgd", {"step_size": float("nan")}, "step size"),
+        ("fgsm", {"epsilon": float("nan")}, r"\(0, 255\]"),
         ("fgsm", {"steps": 3}, "--steps does not apply to fgsm"),
         ("bim", {}, "unknown attack 'bim'"),
     ],
@@ -475,6 +483,11 @@ def earlier_run(tmp_path):
         (["--attack=fgsm", "--target_file={short}"], "applies to --targeted attacks only"),
         (["--attack=fgsm", "--scenario=one_pixel_padding"], "not 330x330"),
         (["--attack=fgsm", "--epsilon=3", "--max_epsilon=4"], "holds the output of another run"),
+        (["--attack=fgsm", "--labels_file={labels}"], "another run.*labels=None there, 'sha256:"),
+        (
+            ["--attack=fgsm", "--checkpoint_path={checkpoint}"],
+            "another run.*checkpoint=None there, 'sha256:",
+        ),
         (["--attack=fgsm", "--output_dir={inputs}"], "is the input directory"),
         (["--attack=fgsm", "--output_dir={inputs}/img_0.png/sub"], "cannot be written"),
         (["--attack=fgsm", "--input_dir={inputs}/absent"], "does not exist"),
@@ -488,6 +501,8 @@ def test_bad_input_fails_before_anything_is_written(cli, capsys, earlier_run, fl
         "short": labels.parent / "short.csv",
         "bad": labels.parent / "bad.csv",
         "inputs": inputs,
+        "labels": labels,
+        "checkpoint": write_checkpoint(labels.parent / "other.ckpt", {"w": np.zeros(2)}),
     }
     args = [f"--input_dir={inputs}", f"--output_dir={output}", "--max_epsilon=4"]
     before = snapshot(output), snapshot(inputs)

@@ -12,6 +12,7 @@ flags, labels, image sizes, input or output location, checkpoint).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from absl import flags, logging
@@ -115,12 +116,14 @@ def main(argv: list[str]) -> int:
         RunRecord,
         check_image_sizes,
         generate_directory,
+        labels_digest,
         make_settings,
         pending_images,
         prepare_output_dir,
     )
     from defense import models
     from defense.images import InputError, list_inputs
+    from defense.models.checkpoint import checkpoint_digest
 
     try:
         if FLAGS.batch_size < 1:
@@ -158,6 +161,15 @@ def main(argv: list[str]) -> int:
         check_image_sizes(listing.images, settings.image_size)
     except (ValueError, InputError) as error:
         return cli.fail(PROGRAM, str(error))
+    spec = models.get_spec(settings.model)
+    checkpoint = FLAGS.checkpoint_path or cli.default_checkpoint(spec.checkpoint_file)
+    try:
+        weights = checkpoint_digest(checkpoint)
+    except models.CheckpointError:
+        weights = None  # loading the model below says what is wrong with it
+    settings = dataclasses.replace(
+        settings, labels=labels_digest(labels), targets=labels_digest(targets), checkpoint=weights
+    )
     try:
         output_dir = prepare_output_dir(FLAGS.output_dir, FLAGS.input_dir)
         record = RunRecord(output_dir, settings)
@@ -172,8 +184,6 @@ def main(argv: list[str]) -> int:
         logging.info("all %d images are already done in %s", len(names), output_dir)
         return cli.EXIT_OK
 
-    spec = models.get_spec(settings.model)
-    checkpoint = FLAGS.checkpoint_path or cli.default_checkpoint(spec.checkpoint_file)
     try:
         model = models.load(spec.name, checkpoint)
     except models.CheckpointError as error:

@@ -9,6 +9,7 @@ not match is an error listing every missing, unexpected and mis-shaped name.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Mapping
@@ -49,6 +50,18 @@ def resolve_prefix(path: str | os.PathLike) -> str:
     if not (Path(f"{text}.index").is_file() or prefix.is_file()):
         raise CheckpointError(f"no checkpoint at {path}: neither {text}.index nor {text} exists")
     return text
+
+
+def checkpoint_digest(path: str | os.PathLike) -> str:
+    """SHA-256 of a checkpoint's `.index` file (a V1 checkpoint: of the file itself).
+
+    The index holds every tensor's name, shape, offset and CRC32C, so the digest names
+    the weights without reading the data files.
+    """
+    prefix = resolve_prefix(path)
+    index = Path(f"{prefix}.index")
+    with open(index if index.is_file() else prefix, "rb") as handle:
+        return "sha256:" + hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def open_checkpoint(path: str | os.PathLike) -> tf.train.CheckpointReader:
