@@ -33,12 +33,16 @@ WORKDIR /app
 
 # Install the package (non-editable: the commands run the installed copy, with configs/
 # as its package data) and its pinned dependencies first (the base image already has
-# TensorFlow 2.21), so that edits elsewhere in the repo reuse this layer.
+# TensorFlow 2.21), so that edits elsewhere in the repo reuse this layer. The `gpu`
+# extra adds the CUDA 12 / cuDNN 9 wheels TensorFlow 2.21 is built against, which
+# TensorFlow loads before the base image's system libraries (reported to carry cuDNN 8.9).
 COPY setup.py pyproject.toml README.md ./
 COPY defense/ defense/
 COPY attacks/ attacks/
 COPY configs/ configs/
-RUN python3 -m pip install --no-cache-dir . \
+# DL3013 reads ".[gpu]" as an unpinned package; it is this project, whose setup.py pins.
+# hadolint ignore=DL3013
+RUN python3 -m pip install --no-cache-dir ".[gpu]" \
     && rm -rf build ./*.egg-info
 
 COPY . .

@@ -55,6 +55,9 @@ setup(
     ],
     extras_require={
         "test": TEST_REQUIREMENTS,
+        # CUDA 12 and cuDNN 9 from pip, as TensorFlow 2.21 is built against (the image
+        # installs it: the system cuDNN of the -gpu base image is older).
+        "gpu": ["tensorflow[and-cuda]==2.21.*"],
         "dev": [*TEST_REQUIREMENTS, "ruff>=0.6"],
     },
 )
