@@ -3,8 +3,13 @@
 Nothing is installed before it is verified: the tarball is streamed into a
 temporary directory inside the checkpoint directory while its SHA-256 is
 computed, checked against the registry's hash (when known) and the lock file,
-extracted there with tarfile's ``data`` filter, and its checkpoint must hold
-exactly the variables and shapes the Keras model consumes. Only then are the
+extracted there member by member to paths computed here (the slim tarballs hold
+only regular files: every link, device or FIFO member is refused outright, as
+are absolute and `..` names, so no extraction can reach outside its folder), and
+its checkpoint must hold exactly the variables and shapes the Keras model
+consumes. The download, each member and the whole extraction are capped in size,
+the download has an overall deadline, and an interruption removes the temporary
+folder. Only then are the
 checkpoint files moved into place with `os.replace`, and the lock file records
 what was seen so that a later download of a changed file is refused.
 """
@@ -16,9 +21,11 @@ import http.client
 import json
 import os
 import re
+import shutil
 import sys
 import tarfile
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import zlib
@@ -30,6 +37,7 @@ from typing import Any, Literal
 from absl import logging
 from tqdm import tqdm
 
+from defense.images import write_text_atomic
 from defense.models import REGISTRY, ModelSpec, expected_shapes, get_spec
 from defense.models.checkpoint import (
     CheckpointError,
@@ -41,6 +49,10 @@ from defense.models.registry import CHECKPOINT_BASE_URL
 
 LOCK_FILE = "checkpoints.lock.json"
 DEFAULT_TIMEOUT = 20.0
+# Every official slim tarball is under 0.5 GB and expands to under 1 GB.
+MAX_DOWNLOAD_BYTES = 2 << 30
+MAX_EXTRACTED_BYTES = 4 << 30
+DEFAULT_DEADLINE = 3600.0
 _CHUNK_BYTES = 1 << 20
 
 
@@ -69,18 +81,27 @@ def ensure_checkpoint(
     *,
     base_url: str = CHECKPOINT_BASE_URL,
     timeout: float = DEFAULT_TIMEOUT,
+    deadline: float = DEFAULT_DEADLINE,
     force: bool = False,
     progress: bool = True,
 ) -> Literal["present", "downloaded"]:
     """Make sure `checkpoint_dir` holds `spec`'s verified checkpoint, downloading it if needed.
 
     Returns "present" when a verified copy was already there (skipped unless
-    `force`), "downloaded" when it was fetched and installed. Raises
+    `force`), "downloaded" when it was fetched and installed. `timeout` bounds the
+    connection and each read, `deadline` the whole download (seconds). Raises
     `DownloadError` (`UnreachableError` for network failures) with nothing
     installed and no temporary files left behind.
     """
     directory = Path(checkpoint_dir)
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as error:
+        raise DownloadError(
+            f"checkpoint_dir {directory} cannot be used: {error.strerror or error}"
+        ) from error
     if not force and _installed_and_verified(spec, directory):
         logging.info("%s: verified checkpoint already in %s; skipping", spec.name, directory)
         return "present"
@@ -91,7 +112,9 @@ def ensure_checkpoint(
         tarball = Path(work) / spec.tarball
         logging.info("%s: downloading %s", spec.name, url)
         try:
-            sha256, size = _fetch(url, tarball, timeout=timeout, progress=progress)
+            sha256, size = _fetch(
+                url, tarball, timeout=timeout, deadline=deadline, progress=progress
+            )
         except _FetchError as error:
             raise UnreachableError(
                 f"cannot download {spec.name} from {url}: {error}\n\n"
@@ -124,7 +147,7 @@ def manual_instructions(spec: ModelSpec, checkpoint_dir: Path, url: str) -> str:
         f"    {name}.data-00000-of-00001\n"
         f"or the single TF V1 checkpoint file\n"
         f"    {name}\n"
-        f"then run `python scripts/download_checkpoints.py {spec.name}` to verify it."
+        f"then run `download_checkpoints {spec.name}` to verify it."
     )
 
 
@@ -151,13 +174,25 @@ class _FetchError(Exception):
     """Network-level failure: unreachable host, HTTP error, stall or short read."""
 
 
-def _fetch(url: str, destination: Path, *, timeout: float, progress: bool) -> tuple[str, int]:
-    """Stream `url` into `destination`; one attempt, `timeout` per connect and per read."""
-    digest, size, total = hashlib.sha256(), 0, None
+def _fetch(
+    url: str,
+    destination: Path,
+    *,
+    timeout: float,
+    deadline: float,
+    progress: bool,
+) -> tuple[str, int]:
+    """Stream `url` into `destination`; one attempt, `timeout` per connect and per read,
+    `deadline` seconds in all (a server trickling bytes cannot hold it forever), at most
+    `MAX_DOWNLOAD_BYTES`."""
+    digest, size, total, max_bytes = hashlib.sha256(), 0, None, MAX_DOWNLOAD_BYTES
+    give_up = time.monotonic() + deadline
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
+            if total is not None and total > max_bytes:
+                raise _FetchError(f"the server announces {total} bytes, over {max_bytes}")
             with (
                 destination.open("wb") as out,
                 tqdm(
@@ -171,11 +206,18 @@ def _fetch(url: str, destination: Path, *, timeout: float, progress: bool) -> tu
                     leave=False,
                 ) as bar,
             ):
-                while chunk := response.read(_CHUNK_BYTES):
+                while chunk := response.read1(_CHUNK_BYTES):
                     out.write(chunk)
                     digest.update(chunk)
                     size += len(chunk)
                     bar.update(len(chunk))
+                    if size > max_bytes:
+                        raise _FetchError(f"the download exceeds {max_bytes} bytes")
+                    if time.monotonic() > give_up:
+                        raise _FetchError(
+                            f"the download took longer than the {deadline:g} s deadline "
+                            f"({size} bytes so far)"
+                        )
     except urllib.error.HTTPError as error:
         raise _FetchError(f"HTTP {error.code} {error.reason}") from error
     except urllib.error.URLError as error:
@@ -211,25 +253,70 @@ def _check_digest(
         )
 
 
+class _UnsafeMember(Exception):
+    """A tarball member that extraction refuses."""
+
+
 def _extract(tarball: Path, destination: Path) -> None:
-    """Extract in one streaming pass through `_safe_member`, which refuses unsafe members."""
+    """Extract member by member, each to a path computed by `_member_path`.
+
+    Only directories and regular files are taken; anything else is refused, so no
+    link can redirect a later member. Files are created exclusively (never through
+    an existing name) and their sizes add up to at most `MAX_EXTRACTED_BYTES`.
+    """
+    destination.mkdir()
+    written, max_bytes = 0, MAX_EXTRACTED_BYTES
     try:
         with tarfile.open(tarball, "r:*") as archive:
-            archive.extractall(destination, filter=_safe_member)
-    except tarfile.FilterError as error:
+            for member in archive:
+                path = _member_path(member, destination)
+                if member.isdir():
+                    path.mkdir(parents=True, exist_ok=True)
+                    continue
+                if not member.isreg():
+                    raise _UnsafeMember(
+                        f"member {member.name!r} is {_member_kind(member)}; the slim "
+                        "tarballs hold only regular files"
+                    )
+                written += member.size
+                if written > max_bytes:
+                    raise _UnsafeMember(f"it expands to more than {max_bytes} bytes")
+                path.parent.mkdir(parents=True, exist_ok=True)
+                source = archive.extractfile(member)
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                try:
+                    descriptor = os.open(path, flags, 0o644)
+                except FileExistsError:
+                    raise _UnsafeMember(f"member {member.name!r} appears twice") from None
+                with open(descriptor, "wb") as out:
+                    shutil.copyfileobj(source, out, _CHUNK_BYTES)
+    except _UnsafeMember as error:
         raise DownloadError(f"refusing unsafe tarball {tarball.name}: {error}") from error
     except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
         raise DownloadError(f"{tarball.name} is not a valid .tar.gz archive ({error})") from error
 
 
-def _safe_member(member: tarfile.TarInfo, destination: str) -> tarfile.TarInfo | None:
-    """tarfile's `data` filter, also refusing absolute and `..` names (which it would rewrite)."""
-    path = PurePosixPath(member.name)
-    if path.is_absolute():
-        raise tarfile.AbsolutePathError(member)
-    if ".." in path.parts:
-        raise tarfile.OutsideDestinationError(member, os.path.join(destination, member.name))
-    return tarfile.data_filter(member, destination)
+def _member_kind(member: tarfile.TarInfo) -> str:
+    kinds = {
+        member.issym(): "a symbolic link",
+        member.islnk(): "a hard link",
+        member.ischr() or member.isblk(): "a device",
+        member.isfifo(): "a FIFO",
+    }
+    return kinds.get(True, "not a regular file")
+
+
+def _member_path(member: tarfile.TarInfo, destination: Path) -> Path:
+    """Where a member goes: under `destination`, from its name's plain components only."""
+    name = PurePosixPath(member.name)
+    if name.is_absolute():
+        raise _UnsafeMember(f"member {member.name!r} has an absolute name")
+    parts = [part for part in name.parts if part != "."]
+    if ".." in parts:
+        raise _UnsafeMember(f"member {member.name!r} climbs out with '..'")
+    if not parts or any("\\" in part or "\0" in part for part in parts):
+        raise _UnsafeMember(f"member name {member.name!r} is not a plain relative path")
+    return destination.joinpath(*parts)
 
 
 def _tarball_checkpoint(spec: ModelSpec, extracted: Path) -> list[Path]:
@@ -328,18 +415,7 @@ def _installed_and_verified(spec: ModelSpec, directory: Path) -> bool:
 
 
 def _record(lock_path: Path, name: str, **entry: Any) -> None:
-    """Add `name`'s entry to the lock file, written atomically (temporary file + os.replace)."""
+    """Add `name`'s entry to the lock file, written atomically."""
     entries = read_lock(lock_path)
     entries[name] = {**entry, "date": datetime.now(UTC).isoformat(timespec="seconds")}
-    with tempfile.NamedTemporaryFile(
-        "w", encoding="utf-8", dir=lock_path.parent, prefix=f".{lock_path.name}.", delete=False
-    ) as out:
-        try:
-            json.dump(entries, out, indent=2, sort_keys=True)
-            out.write("\n")
-            out.flush()
-            os.fsync(out.fileno())
-        except BaseException:
-            os.unlink(out.name)
-            raise
-    os.replace(out.name, lock_path)
+    write_text_atomic(lock_path, json.dumps(entries, indent=2, sort_keys=True) + "\n")

@@ -119,3 +119,35 @@ def test_mirrored_strategy_without_gpus_exits_2(tmp_path):
     assert result.returncode == 2
     assert "--strategy=mirrored: TensorFlow sees no GPU" in result.stderr
     assert not (tmp_path / "out.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "message"),
+    [
+        ("run_defense", ["--batch_size=0"], "--batch_size=0: 0 is not a positive integer"),
+        ("run_defense", ["--num_iterations=0"], "--num_iterations=0"),
+        ("run_defense", ["--chunk_size=0"], "--chunk_size=0"),
+        ("run_defense", ["--batch_size=abc"], "--batch_size=abc"),
+        ("run_defense", ["--no_such_flag"], "Unknown command line flag 'no_such_flag'"),
+        ("evaluate_adversarial", ["--runs=0"], "--runs=0"),
+        ("generate_adversarial", ["--max_epsilon=abc"], "--max_epsilon=abc"),
+        ("download_checkpoints", ["--timeout=0"], "--timeout=0"),
+    ],
+)
+def test_flag_errors_exit_2_with_one_message(name, args, message):
+    result = subprocess.run([command(name), *args], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"{name}: error: flag") or "Unknown" in result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_attack_submission_with_a_bad_epsilon_exits_2(tmp_path):
+    result = subprocess.run(
+        [str(REPO / "submissions" / "fgsm" / "run_attack.sh"), str(tmp_path), str(tmp_path), "abc"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHON": sys.executable},
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "--max_epsilon=abc" in result.stderr

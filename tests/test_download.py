@@ -79,6 +79,34 @@ def hardlink(name: str, target: str) -> tuple[tarfile.TarInfo, None]:
     return info, None
 
 
+def device(name: str, kind: bytes) -> tuple[tarfile.TarInfo, None]:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    return info, None
+
+
+def symlink_chain(depth: int = 40) -> list[tuple[tarfile.TarInfo, bytes | None]]:
+    """Nested links whose resolved path outgrows PATH_MAX, then a link through them that
+    climbs out, then a file written through it: the shape of CVE-2025-4517 (which needs
+    more care to trigger; refusing every link member closes the whole class)."""
+    component = "d" * 200
+    members: list[tuple[tarfile.TarInfo, bytes | None]] = []
+    path = ""
+    for _ in range(depth):
+        members.append(symlink(f"{path}a", component))
+        members.append(directory(f"{path}{component}"))
+        path += "a/"
+    members.append(symlink(f"{path}escape", "../" * (depth * 2 + 8) + "tmp"))
+    members.append(regular(f"{path}escape/evil.txt", b"escaped"))
+    return members
+
+
+def directory(name: str) -> tuple[tarfile.TarInfo, None]:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.DIRTYPE
+    return info, None
+
+
 def regular(name: str, data: bytes = b"x") -> tuple[tarfile.TarInfo, bytes]:
     info = tarfile.TarInfo(name)
     info.size = len(data)
@@ -245,6 +273,13 @@ def test_published_checkpoint_sha1_is_checked(served, tmp_path, target, publishe
         pytest.param([symlink("escape", "../../../../..")], id="symlink-escape"),
         pytest.param([symlink("etc", "/etc")], id="symlink-absolute"),
         pytest.param([hardlink("passwd", "/etc/passwd")], id="hardlink-absolute"),
+        pytest.param([hardlink("copy", "tiny.ckpt.index")], id="hardlink-inside"),
+        pytest.param([symlink("here", "tiny.ckpt.index")], id="symlink-inside"),
+        pytest.param([device("null", tarfile.CHRTYPE)], id="character-device"),
+        pytest.param([device("disk", tarfile.BLKTYPE)], id="block-device"),
+        pytest.param([device("pipe", tarfile.FIFOTYPE)], id="fifo"),
+        pytest.param([regular("tiny.ckpt.index", b"again")], id="duplicate"),
+        pytest.param(symlink_chain(), id="long-symlink-chain"),
     ],
 )
 def test_malicious_tarball_is_refused(served, tmp_path, target, extra):
@@ -258,6 +293,7 @@ def test_malicious_tarball_is_refused(served, tmp_path, target, extra):
         fetch(tiny_spec(), target, base_url)
     assert listing(target) == []
     assert not list(tmp_path.rglob("evil.txt"))
+    assert not Path("/tmp/evil.txt").exists()  # where the symlink chain climbs to
 
 
 def test_checkpoint_that_is_a_link_is_refused(served, tmp_path, target):
@@ -271,7 +307,7 @@ def test_checkpoint_that_is_a_link_is_refused(served, tmp_path, target):
         {data.name: data, "real.index": index},
         [symlink("tiny.ckpt.index", "real.index")],
     )
-    with pytest.raises(download.DownloadError, match="must be regular files"):
+    with pytest.raises(download.DownloadError, match=r"'tiny\.ckpt\.index' is a symbolic link"):
         fetch(tiny_spec(), target, base_url)
     assert listing(target) == []
 
@@ -292,6 +328,76 @@ def test_tarball_lacking_the_checkpoint_is_refused(served, tmp_path, target, mem
     with pytest.raises(download.DownloadError, match=message):
         fetch(tiny_spec(), target, base_url)
     assert listing(target) == []
+
+
+def test_a_member_larger_than_the_cap_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(download, "MAX_EXTRACTED_BYTES", 1000)
+    bomb = make_tarball(tmp_path / "bomb.tar.gz", {}, [regular("zeros", bytes(5000))])
+    assert bomb.stat().st_size < 200  # compresses 25x: the cap, not the file size, decides
+    with pytest.raises(download.DownloadError, match="expands to more than 1000 bytes"):
+        download._extract(bomb, tmp_path / "out")
+    assert not (tmp_path / "out" / "zeros").exists()
+
+
+def test_a_download_over_the_size_cap_is_refused(served, good_tarball, target, monkeypatch):
+    monkeypatch.setattr(download, "MAX_DOWNLOAD_BYTES", 100)
+    with pytest.raises(download.UnreachableError, match=r"announces \d+ bytes, over 100"):
+        fetch(tiny_spec(), target, served[1])
+    assert listing(target) == []
+
+
+def test_a_trickling_server_meets_the_deadline(target):
+    stop = threading.Event()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def trickle():
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(4096)
+            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n")
+            while not stop.wait(0.1):  # one byte every 0.1 s: no single read times out
+                connection.sendall(b"x")
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    start = time.monotonic()
+    try:
+        with pytest.raises(download.UnreachableError, match="longer than the 1 s deadline"):
+            fetch(
+                tiny_spec(),
+                target,
+                f"http://127.0.0.1:{listener.getsockname()[1]}/",
+                timeout=0.5,
+                deadline=1,
+            )
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+    assert time.monotonic() - start < 5
+    assert listing(target) == []
+
+
+def test_official_downloads_use_https():
+    assert download.tarball_url(tiny_spec()).startswith("https://download.tensorflow.org/")
+
+
+@pytest.mark.parametrize("kind", ["file", "read-only"])
+def test_an_unusable_checkpoint_dir_is_refused(tmp_path, kind, monkeypatch):
+    folder = tmp_path / "checkpoints"
+    if kind == "file":
+        folder.write_text("not a folder")
+    else:
+        folder.mkdir()
+
+        def denied(*args, **kwargs):
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr(download.tempfile, "TemporaryFile", denied)
+    with pytest.raises(download.DownloadError, match=r"checkpoint_dir \S+ cannot be used"):
+        fetch(tiny_spec(), folder, "http://127.0.0.1:9/")
 
 
 def test_not_a_tarball_is_refused(served, target):
@@ -324,7 +430,8 @@ def test_unreachable_server_fails_fast_with_manual_instructions(target):
     assert time.monotonic() - start < 5
     message = str(caught.value)
     assert_manual_instructions(message, f"{base_url}/tiny_2017_08_18.tar.gz", target)
-    assert "or the official http://download.tensorflow.org/models/tiny_2017_08_18.tar.gz" in message
+    official = "https://download.tensorflow.org/models/tiny_2017_08_18.tar.gz"
+    assert f"or the official {official}" in message
     assert listing(target) == []
 
 

@@ -819,6 +819,9 @@ def test_adversarial_set_needs_a_stats_file(tmp_path):
         ([], "--adversarial_dir is required"),
         (["--adversarial_dir={made}", "--scenario=bogus"], "unknown scenario 'bogus'"),
         (["--adversarial_dir={made}", "--checkpoint_path={made}/x.ckpt"], "x.ckpt"),
+        (["--adversarial_dir={made}", "--output_file={made}"], "is a directory"),
+        (["--adversarial_dir={made}", "--output_file={made}/no/x.json"], "does not exist"),
+        (["--adversarial_dir={made}", "--runs=0"], "--runs=0"),
     ],
 )
 def test_evaluate_bad_input_exits_2(judged_set, args, message):

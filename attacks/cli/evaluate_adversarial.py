@@ -75,7 +75,7 @@ def main(argv: list[str]) -> int:
     from attacks.scenarios import build_scenario
     from defense import models
     from defense.config import load_config
-    from defense.images import InputError, write_text_atomic
+    from defense.images import InputError, check_output_file, write_text_atomic
     directory = Path(FLAGS.adversarial_dir)
     try:
         recorded = _recorded_settings(directory)
@@ -90,9 +90,7 @@ def main(argv: list[str]) -> int:
         labels = read_labels(FLAGS.labels_file) if FLAGS.labels_file else None
         adversarial = read_adversarial_set(directory, FLAGS.source, labels=labels)
         if FLAGS.output_file:
-            output = Path(FLAGS.output_file)
-            if not output.parent.is_dir():
-                raise InputError(f"output directory {output.parent} does not exist")
+            check_output_file(FLAGS.output_file)
         model = models.load(
             spec.name, FLAGS.checkpoint_path or cli.default_checkpoint(spec.checkpoint_file)
         )
@@ -130,7 +128,11 @@ def main(argv: list[str]) -> int:
     )
     if FLAGS.output_file:
         text = json.dumps(result, indent=2) + "\n"
-        write_text_atomic(FLAGS.output_file, text)
+        written = cli.run_writing(
+            PROGRAM, FLAGS.output_file, lambda: write_text_atomic(FLAGS.output_file, text)
+        )
+        if written is not None:
+            return written
         logging.info("wrote %s", FLAGS.output_file)
     return cli.EXIT_OK
 

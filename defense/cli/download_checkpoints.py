@@ -8,6 +8,8 @@ Exit status: 0 when every named checkpoint is installed and verified, 2 otherwis
 
 from __future__ import annotations
 
+import sys
+
 from absl import flags, logging
 
 from defense import cli
@@ -23,6 +25,9 @@ flags.DEFINE_string(
 )
 flags.DEFINE_float(
     "timeout", 20.0, "Seconds to wait for the connection and for each read.", lower_bound=0.1
+)
+flags.DEFINE_float(
+    "deadline", 3600.0, "Seconds one tarball's download may take in all.", lower_bound=1
 )
 flags.DEFINE_boolean("force", False, "Download again even when a verified checkpoint is present.")
 flags.DEFINE_boolean("progress", True, "Show a progress bar on stderr.")
@@ -51,9 +56,13 @@ def main(argv: list[str]) -> int:
                 checkpoint_dir,
                 base_url=FLAGS.base_url or CHECKPOINT_BASE_URL,
                 timeout=FLAGS.timeout,
+                deadline=FLAGS.deadline,
                 force=FLAGS.force,
-                progress=FLAGS.progress,
+                progress=FLAGS.progress and sys.stderr.isatty(),
             )
+        except KeyboardInterrupt:
+            print(f"{PROGRAM}: interrupted; {spec.name} was not installed", file=sys.stderr)
+            return cli.EXIT_INTERRUPTED
         except download.DownloadError as error:
             cli.fail(PROGRAM, f"{spec.name}: {error}")
             failed.append(spec.name)

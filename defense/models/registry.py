@@ -9,7 +9,7 @@ import keras
 
 from defense.models import inception_resnet_v2, inception_v3, resnet_v2
 
-CHECKPOINT_BASE_URL = "http://download.tensorflow.org/models/"
+CHECKPOINT_BASE_URL = "https://download.tensorflow.org/models/"
 
 
 @dataclass(frozen=True)
