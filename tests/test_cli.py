@@ -151,3 +151,19 @@ def test_an_attack_submission_with_a_bad_epsilon_exits_2(tmp_path):
     )
     assert result.returncode == 2, result.stderr
     assert "--max_epsilon=abc" in result.stderr
+
+
+def test_a_write_error_or_an_interruption_is_one_message(capsys):
+    def disk_full():
+        raise OSError(28, "No space left on device")
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    assert cli.run_writing("prog", "out.csv", disk_full) == cli.EXIT_FATAL
+    assert capsys.readouterr().err == (
+        "prog: error: cannot write out.csv: No space left on device; what was finished is kept\n"
+    )
+    assert cli.run_writing("prog", "out.csv", interrupted) == cli.EXIT_INTERRUPTED
+    assert "prog: interrupted; what was finished is kept in out.csv" in capsys.readouterr().err
+    assert cli.run_writing("prog", "out.csv", lambda: "done") == "done"

@@ -7,11 +7,13 @@ real internet: every URL points at 127.0.0.1.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import http.server
 import io
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -346,7 +348,10 @@ def test_a_download_over_the_size_cap_is_refused(served, good_tarball, target, m
     assert listing(target) == []
 
 
-def test_a_trickling_server_meets_the_deadline(target):
+@pytest.fixture
+def trickling():
+    """A server that answers one request with a byte every 0.1 s, so that no single read
+    times out; yields its base URL."""
     stop = threading.Event()
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -354,29 +359,53 @@ def test_a_trickling_server_meets_the_deadline(target):
 
     def trickle():
         connection, _ = listener.accept()
-        with connection:
+        with connection, contextlib.suppress(OSError):  # the client hangs up: done
             connection.recv(4096)
             connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n")
-            while not stop.wait(0.1):  # one byte every 0.1 s: no single read times out
+            while not stop.wait(0.1):
                 connection.sendall(b"x")
 
     thread = threading.Thread(target=trickle, daemon=True)
     thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}/"
+    stop.set()
+    listener.close()
+    thread.join(5)
+
+
+def test_a_trickling_server_meets_the_deadline(trickling, target):
     start = time.monotonic()
-    try:
-        with pytest.raises(download.UnreachableError, match="longer than the 1 s deadline"):
-            fetch(
-                tiny_spec(),
-                target,
-                f"http://127.0.0.1:{listener.getsockname()[1]}/",
-                timeout=0.5,
-                deadline=1,
-            )
-    finally:
-        stop.set()
-        thread.join(5)
-        listener.close()
+    with pytest.raises(download.UnreachableError, match="longer than the 1 s deadline"):
+        fetch(tiny_spec(), target, trickling, timeout=0.5, deadline=1)
     assert time.monotonic() - start < 5
+    assert listing(target) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_download_leaves_nothing_behind(trickling, target, signum):
+    code = CLI_WRAPPER.format(manifest=MANIFEST, script=str(SCRIPT))
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "--noprogress",
+            "tiny",
+            f"--checkpoint_dir={target}",
+            f"--base_url={trickling}",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (target.is_dir() and any(p.name.startswith(".download-") for p in target.iterdir())):
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+        time.sleep(0.05)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "interrupted; tiny was not installed" in stderr and "Traceback" not in stderr
     assert listing(target) == []
 
 

@@ -3,6 +3,7 @@
 import csv
 import os
 import stat
+import threading
 
 import numpy as np
 import pytest
@@ -289,3 +290,39 @@ def test_hidden_files_and_folders_are_listed_as_ignored(tmp_path, rgb):
     listing = list_inputs(tmp_path)
     assert [path.name for path in listing.images] == ["a.png"]
     assert [path.name for path in listing.ignored] == [".hidden.png", "folder.png", "linked.png"]
+
+
+def test_a_symlink_loop_is_reported_not_followed(tmp_path, rgb):
+    save(tmp_path / "a.png", rgb)
+    (tmp_path / "loop.png").symlink_to(tmp_path / "loop.png")
+    listing = list_inputs(tmp_path)
+    assert [path.name for path in listing.images] == ["a.png", "loop.png"]
+    with pytest.raises(ImageError, match="cannot read file: Too many levels of symbolic links"):
+        read_image(tmp_path / "loop.png")
+
+
+def test_concurrent_writers_leave_one_whole_csv(tmp_path):
+    out = tmp_path / "out.csv"
+    contents = {writer: [(f"{writer}_{i}.png", i) for i in range(200)] for writer in ("a", "b")}
+    expected = {
+        writer: "".join(f"{name},{label}\n" for name, label in rows)
+        for writer, rows in contents.items()
+    }
+    errors = []
+
+    def write(writer):
+        try:
+            for _ in range(30):
+                write_csv_atomic(out, contents[writer])
+                assert out.read_text() in expected.values()
+        except Exception as error:  # reported below: a thread's assert would be lost
+            errors.append(error)
+
+    threads = [threading.Thread(target=write, args=(writer,)) for writer in contents]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert out.read_text() in expected.values()
+    assert [path.name for path in tmp_path.iterdir()] == ["out.csv"]
