@@ -230,7 +230,9 @@ def _output_target(path: Path) -> Path:
 
 
 def _replaceable(path: Path) -> os.stat_result | None:
-    """The status of the file at `path` that an atomic write may replace (None: no file).
+    """The status of the file at `path` (links followed) that an atomic write may replace
+    (None: no file). `path` is stat'ed as given, not through its `realpath`: /dev/stdout
+    and other /proc links resolve to names that mean nothing once written to.
 
     Refuses what replacing would destroy: anything but a regular file (a device such
     as /dev/null, a FIFO, a directory), a file with other hard links (the rename
@@ -265,11 +267,11 @@ def check_output_file(
     """Fail early when the output file cannot be written where asked, or when writing it
     would destroy something: one of `inputs`, a device, a linked or read-only file."""
     path = Path(output_file)
+    _replaceable(path)
     target = _output_target(path)
     parent = target.parent if str(target.parent) else Path(".")
     if not parent.is_dir():
         raise InputError(f"output directory {parent} does not exist")
-    _replaceable(target)
     if target.exists() and any(os.path.samefile(target, item) for item in inputs):
         raise InputError(f"output file {path} is one of the input images; give another path")
     if not os.access(parent, os.W_OK):
@@ -294,8 +296,8 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     replaced); an existing file keeps its mode, a new one gets the mode the umask
     allows. What replacing would destroy is refused (see `check_output_file`).
     """
+    existing = _replaceable(Path(path))
     target = _output_target(Path(path))
-    existing = _replaceable(target)
     temporary = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
     # The kernel applies the umask to 0o666, so no process-wide umask change is needed.
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)

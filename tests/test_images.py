@@ -202,6 +202,13 @@ def test_devices_fifos_and_directories_are_never_replaced(tmp_path):
         with pytest.raises(InputError, match=kind):
             write_csv_atomic(path, [("a.png", 1)])
     assert stat.S_ISFIFO(fifo.stat().st_mode) and stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    read_end, write_end = os.pipe()  # /dev/stdout of a process whose output is piped
+    try:
+        with pytest.raises(InputError, match="is a FIFO"):
+            check_output_file(f"/proc/self/fd/{write_end}")
+    finally:
+        os.close(read_end)
+        os.close(write_end)
     with pytest.raises(InputError, match="is a directory"):
         write_csv_atomic(tmp_path, [("a.png", 1)])
 
