@@ -844,3 +844,19 @@ def test_an_unreadable_image_is_reported_and_the_rest_attacked(tmp_path, capsys)
     assert cli.report_failures("generate_adversarial", result.failures, "attacked") == 1
     assert "1 image(s) could not be attacked:\n  img_1.png: " in capsys.readouterr().err
     assert cli.report_failures("generate_adversarial", {}, "attacked") == 0
+
+
+def test_odd_file_names_keep_one_stats_row_each_across_resumes(tmp_path):
+    inputs = make_inputs(tmp_path / "in", count=1)
+    odd = ["a\rb.png", "c\nd.png", os.fsdecode(b"caf\xe9.png")]
+    for name in odd:
+        shutil.copy(inputs / "img_0.png", inputs / name)
+    settings = make_settings("fgsm", max_epsilon=4)
+    output = prepare_output_dir(tmp_path / "out", inputs)
+    paths = sorted(inputs.iterdir())
+    generate_directory(paths, RunRecord(output, settings), StandIn(settings), progress=False)
+    for _ in range(2):  # resumes: nothing left to do, and no row grows
+        record = RunRecord(output, settings)
+        assert sorted(record.rows) == sorted(["img_0.png", *odd])
+        result = generate_directory(paths, record, StandIn(settings), progress=False)
+        assert result.generated == [] and len(result.skipped) == 4
