@@ -22,7 +22,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -46,6 +45,7 @@ from defense.config import load_config
 from defense.ensemble import RandomizedEnsemble
 from defense.images import (
     InputError,
+    ensure_writable_dir,
     read_batch,
     to_model_input,
     write_csv_atomic,
@@ -210,14 +210,9 @@ def prepare_output_dir(output_dir: str | os.PathLike, input_dir: str | os.PathLi
     if output.exists() and not output.is_dir():
         raise InputError(f"output path {output} exists and is not a directory")
     try:
-        output.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=output):
-            pass
-    except OSError as error:
-        raise InputError(
-            f"output directory {output} cannot be written: {error.strerror or error}"
-        ) from error
-    return output
+        return ensure_writable_dir(output)
+    except InputError as error:
+        raise InputError(f"output directory {error}") from error
 
 
 def check_image_sizes(paths: Sequence[Path], size: int) -> None:

@@ -37,7 +37,7 @@ from typing import Any, Literal
 from absl import logging
 from tqdm import tqdm
 
-from defense.images import write_text_atomic
+from defense.images import InputError, ensure_writable_dir, write_text_atomic
 from defense.models import REGISTRY, ModelSpec, expected_shapes, get_spec
 from defense.models.checkpoint import (
     CheckpointError,
@@ -95,13 +95,9 @@ def ensure_checkpoint(
     """
     directory = Path(checkpoint_dir)
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=directory):
-            pass
-    except OSError as error:
-        raise DownloadError(
-            f"checkpoint_dir {directory} cannot be used: {error.strerror or error}"
-        ) from error
+        ensure_writable_dir(directory)
+    except InputError as error:
+        raise DownloadError(f"checkpoint_dir {error}") from error
     if not force and _installed_and_verified(spec, directory):
         logging.info("%s: verified checkpoint already in %s; skipping", spec.name, directory)
         return "present"

@@ -13,6 +13,7 @@ import io
 import os
 import secrets
 import stat
+import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -277,6 +278,18 @@ def check_output_file(
     if not os.access(parent, os.W_OK):
         raise InputError(f"output directory {parent} is not writable")
     return path
+
+
+def ensure_writable_dir(folder: str | os.PathLike) -> Path:
+    """Create `folder` if needed and check, by creating a file there, that it takes files."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise InputError(f"{folder} cannot be written: {error.strerror or error}") from error
+    return folder
 
 
 def _fsync_directory(directory: Path) -> None:

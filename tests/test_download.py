@@ -425,7 +425,7 @@ def test_an_unusable_checkpoint_dir_is_refused(tmp_path, kind, monkeypatch):
             raise PermissionError(13, "Permission denied")
 
         monkeypatch.setattr(download.tempfile, "TemporaryFile", denied)
-    with pytest.raises(download.DownloadError, match=r"checkpoint_dir \S+ cannot be used"):
+    with pytest.raises(download.DownloadError, match=r"checkpoint_dir \S+ cannot be written"):
         fetch(tiny_spec(), folder, "http://127.0.0.1:9/")
 
 

@@ -219,18 +219,9 @@ def test_a_canvas_the_model_cannot_take_fails_before_the_weights_load(
 ):
     config = tmp_path / "tiny.json"
     config.write_text('{"low": 50, "high": 60, "out_size": 60}')
-    result = run_cli(
-        "--input_dir",
-        input_dir,
-        "--output_file",
-        tmp_path / "out.csv",
-        "--checkpoint_path",
-        irv2_checkpoint,
-        "--model",
-        "inception_resnet_v2",
-        "--config",
-        config,
-    )
+    flags = {"input_dir": input_dir, "output_file": tmp_path / "out.csv", "config": config}
+    flags |= {"checkpoint_path": irv2_checkpoint, "model": "inception_resnet_v2"}
+    result = run_cli(*(f"--{name}={value}" for name, value in flags.items()))
     assert result.returncode == 2
     assert "config tiny: inception_resnet_v2 cannot take 60x60 inputs" in result.stderr
     assert "Traceback" not in result.stderr

@@ -31,12 +31,7 @@ flags.DEFINE_string(
     "stats.csv labels.",
 )
 flags.DEFINE_string("model", None, "Registry model; default: the one the set was made on.")
-flags.DEFINE_string(
-    "checkpoint_path",
-    None,
-    "Slim checkpoint prefix; default <checkpoint dir>/<model's file>, where the checkpoint "
-    "dir is $DEFENSE_CHECKPOINT_DIR, else ./checkpoints.",
-)
+flags.DEFINE_string("checkpoint_path", None, cli.CHECKPOINT_PATH_HELP)
 flags.DEFINE_string(
     "scenario", None, f"Target model, one of {', '.join(SCENARIOS)}; default: the set's."
 )

@@ -34,12 +34,7 @@ flags.DEFINE_string(
     "scenario", "vanilla", f"Target model (not eot_pgd): one of {', '.join(SCENARIOS)}."
 )
 flags.DEFINE_string("model", "ens_adv_inception_resnet_v2", "Registry model name.")
-flags.DEFINE_string(
-    "checkpoint_path",
-    None,
-    "Slim checkpoint prefix; default <checkpoint dir>/<model's file>, where the checkpoint "
-    "dir is $DEFENSE_CHECKPOINT_DIR, else ./checkpoints.",
-)
+flags.DEFINE_string("checkpoint_path", None, cli.CHECKPOINT_PATH_HELP)
 flags.DEFINE_string(
     "config",
     None,
@@ -187,8 +182,7 @@ def main(argv: list[str]) -> int:
     try:
         model = models.load(spec.name, checkpoint)
     except models.CheckpointError as error:
-        hint = "" if FLAGS.checkpoint_path else f"\n{cli.checkpoint_hint(spec.checkpoint_file)}"
-        return cli.fail(PROGRAM, f"{error}{hint}")
+        return cli.fail_checkpoint(PROGRAM, error, spec, default=not FLAGS.checkpoint_path)
     if FLAGS.seed is not None:
         keras.utils.set_random_seed(FLAGS.seed)
     attacker = Attacker(

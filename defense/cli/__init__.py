@@ -17,11 +17,19 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from defense.models import ModelSpec
 
 EXIT_OK, EXIT_PARTIAL, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 130
 CHECKPOINT_DIR_ENV = "DEFENSE_CHECKPOINT_DIR"
 DEFAULT_CHECKPOINT_DIR = "checkpoints"
 CONTAINER_ENV = "DEFENSE_CONTAINER"
+CHECKPOINT_PATH_HELP = (
+    "Slim checkpoint prefix; default <checkpoint dir>/<model's file>, where the checkpoint "
+    f"dir is ${CHECKPOINT_DIR_ENV}, else ./{DEFAULT_CHECKPOINT_DIR}."
+)
 # TensorFlow's start-up lines on a machine without CUDA (or with a CPU TensorFlow was
 # not built for): printed by its C++ logging before any log level applies.
 TENSORFLOW_NOISE = (
@@ -109,6 +117,12 @@ def checkpoint_hint(checkpoint_file: str) -> str:
         f"{folder.absolute()}), where `download_checkpoints` installs them; or pass "
         "--checkpoint_path."
     )
+
+
+def fail_checkpoint(program: str, error: Exception, spec: ModelSpec, *, default: bool) -> int:
+    """A checkpoint that did not load; for the default location, also how to provide one."""
+    hint = f"\n{checkpoint_hint(spec.checkpoint_file)}" if default else ""
+    return fail(program, f"{error}{hint}")
 
 
 def output_hint() -> str:

@@ -19,12 +19,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("input_dir", None, "Directory of 299x299 PNG images.")
 flags.DEFINE_string("output_file", None, "CSV to write: one `<filename>,<label>` line per image.")
 flags.DEFINE_string("model", "ens_adv_inception_resnet_v2", "Registry model name.")
-flags.DEFINE_string(
-    "checkpoint_path",
-    None,
-    "Slim checkpoint prefix; default <checkpoint dir>/<model's file>, where the checkpoint "
-    "dir is $DEFENSE_CHECKPOINT_DIR, else ./checkpoints.",
-)
+flags.DEFINE_string("checkpoint_path", None, cli.CHECKPOINT_PATH_HELP)
 flags.DEFINE_string(
     "config", "challenge", "Defense config: challenge, paper, none, or a .json path."
 )
@@ -106,8 +101,7 @@ def main(argv: list[str]) -> int:
     except ValueError as error:
         return cli.fail(PROGRAM, f"config {config.name}: {error}")
     except CheckpointError as error:
-        hint = "" if FLAGS.checkpoint_path else f"\n{cli.checkpoint_hint(spec.checkpoint_file)}"
-        return cli.fail(PROGRAM, f"{error}{hint}")
+        return cli.fail_checkpoint(PROGRAM, error, spec, default=not FLAGS.checkpoint_path)
     logging.info(
         "defense %s on %s: %d iterations, sizes [%d, %d) -> %d, flip=%s, aux weight %.2f",
         config.name,
