@@ -1,6 +1,7 @@
 """End-to-end: the absl runner and run_defense.sh on generated PNGs and a generated checkpoint."""
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -275,6 +276,38 @@ def test_a_stopped_run_keeps_the_finished_rows(irv2_checkpoint, tmp_path, signum
     assert 1 <= len(rows) <= 8
     assert all(row.startswith("image_") and row.split(",")[1].isdigit() for row in rows)
     assert os.listdir(out.parent) == ["labels.csv"]
+
+
+def test_a_full_disk_ends_the_run_with_one_message(irv2_checkpoint, input_dir, tmp_path):
+    out = tmp_path / "labels.csv"
+
+    def small_disk():  # writes past 40 bytes fail with EFBIG (Python ignores SIGXFSZ)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (40, 40))
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--noprogress",
+            f"--input_dir={input_dir}",
+            f"--output_file={out}",
+            f"--checkpoint_path={irv2_checkpoint}",
+            "--config=paper",
+            "--batch_size=1",
+        ],
+        capture_output=True,
+        text=True,
+        preexec_fn=small_disk,
+        timeout=900,
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"cannot write {out}: File too large; what was finished is kept" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert [row.split(",")[0] for row in out.read_text().splitlines()] == [
+        "image_0.png",
+        "image_1.png",
+    ]
+    assert sorted(os.listdir(tmp_path)) == ["labels.csv"]
 
 
 def test_competition_entry_point(irv2_checkpoint, input_dir, tmp_path):
