@@ -7,7 +7,8 @@ Images already done are skipped, so an interrupted run can be resumed.
 
 Exit status: 0 when every image was attacked (or already done), 1 when some
 images could not be read (the others are done), 2 when nothing could run (bad
-flags, labels, image sizes, input or output location, checkpoint).
+flags, labels, image sizes, input or output location, checkpoint) or an output
+could not be written any more, 130 when interrupted; what was finished is kept.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Each tarball is checked (SHA-256 against the registry and checkpoints.lock.json,
 safe extraction, variable names and shapes against the Keras model) before its
 checkpoint files are moved into --checkpoint_dir; see checkpoints/README.md.
-Exit status: 0 when every named checkpoint is installed and verified, 2 otherwise.
+Exit status: 0 when every named checkpoint is installed and verified, 130 when
+interrupted (the temporary folder is removed), 2 otherwise.
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 
 Exit status: 0 when every image was classified, 1 when some images failed (the
 others are still in the CSV), 2 when nothing could run (bad input or output
-location, checkpoint, config or flags).
+location, checkpoint, config or flags) or the CSV could not be written any more
+(a full disk), 130 when interrupted (Ctrl-C, SIGTERM). The CSV holds every batch
+finished before a stop.
 """
 
 from __future__ import annotations

@@ -139,8 +139,9 @@ def build(
 ) -> keras.Model:
     """Inception-ResNet-v2 mapping [-1, 1] NHWC images to {"logits", "aux_logits"}.
 
-    `input_size=None` accepts any spatial size the architecture admits (75 and up;
-    299..361 for the ``"tf_models"`` aux head).
+    `input_size=None` accepts any spatial size the architecture admits (235 and up:
+    the entry aux head's 5x5 VALID conv needs a 5x5 pooled map; 299..361 for the
+    ``"tf_models"`` aux head).
     """
     if aux_head not in AUX_HEADS:
         raise ValueError(f"aux_head must be one of {AUX_HEADS}, got {aux_head!r}")
