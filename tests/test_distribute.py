@@ -21,20 +21,15 @@ COMPARE = textwrap.dedent(
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2
     )
+    from tiny_models import tiny_classifier
+
     from defense.config import DefenseConfig
     from defense.distribute import mirrored_strategy
     from defense.ensemble import RandomizedEnsemble
 
     def tiny_model():
-        inputs = keras.Input((32, 32, 3))
-        x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inputs)
-        x = keras.layers.GlobalAveragePooling2D()(x)
-        return keras.Model(
-            inputs,
-            {"logits": keras.layers.Dense(11)(x), "aux_logits": keras.layers.Dense(11)(x)},
-        )
+        return tiny_classifier(11, kernel=3, strides=2, input_size=32)
 
-    keras.utils.set_random_seed(0)
     model = tiny_model()
     strategy = mirrored_strategy(["/cpu:0", "/cpu:1"])
     assert strategy.num_replicas_in_sync == 2

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from container_replay import (
     CHECKPOINT,
     DOCKERFILE,

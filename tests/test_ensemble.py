@@ -1,24 +1,18 @@
 """The randomized ensemble equals the entry's loop of single patterns, however it is chunked."""
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from defense.config import load_config
 from defense.ensemble import RandomizedEnsemble
+from tiny_models import tiny_classifier
 
 
 @pytest.fixture(scope="module")
 def tiny_model():
     """A small two-headed classifier standing in for Inception-ResNet-v2."""
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((None, None, 3))
-    features = keras.layers.Conv2D(8, 5, strides=3, activation="relu")(inputs)
-    features = keras.layers.GlobalAveragePooling2D()(features)
-    logits = keras.layers.Dense(11)(features)
-    aux = keras.layers.Dense(11)(features)
-    return keras.Model(inputs, {"logits": logits, "aux_logits": aux})
+    return tiny_classifier(11, kernel=5, strides=3)
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from attacks.scenarios import build_scenario, target_model
 from defense.config import DefenseConfig
 from defense.ensemble import RandomizedEnsemble
 from defense.randomization import resize_and_pad
+from tiny_models import tiny_classifier
 
 # The trained digits CNN is built once per worker: keep its tests on one (pytest-xdist).
 pytestmark = pytest.mark.xdist_group("digits")
@@ -24,13 +25,7 @@ TINY = DefenseConfig(
 @pytest.fixture(scope="module")
 def tiny_model():
     """A small two-headed classifier standing in for Inception-ResNet-v2."""
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((None, None, 3))
-    features = keras.layers.Conv2D(8, 3, activation="relu")(inputs)
-    features = keras.layers.GlobalAveragePooling2D()(features)
-    logits = keras.layers.Dense(11)(features)
-    aux = keras.layers.Dense(11)(features)
-    return keras.Model(inputs, {"logits": logits, "aux_logits": aux})
+    return tiny_classifier(11, kernel=3)
 
 
 @pytest.fixture(scope="module")

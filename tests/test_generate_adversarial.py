@@ -43,6 +43,7 @@ from attacks.generate import (
 )
 from defense.images import InputError, to_model_input, write_atomic
 from slim_reference.checkpoint_writer import write_checkpoint
+from tiny_models import tiny_classifier
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "generate_adversarial.py"
@@ -385,16 +386,7 @@ def test_targeted_stats_and_another_runs_output_is_refused(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_model():
     """A small 1001-class Keras net taking any image size, with the registry's output dict."""
-    import keras
-
-    inputs = keras.Input((None, None, 3))
-    features = keras.layers.Conv2D(8, 16, strides=16, activation="relu")(inputs)
-    features = keras.layers.GlobalAveragePooling2D()(features)
-    logits = keras.layers.Dense(1001, kernel_initializer=keras.initializers.RandomNormal(0, 3))(
-        features
-    )
-    keras.utils.set_random_seed(0)
-    return keras.Model(inputs, {"logits": logits})
+    return tiny_classifier(1001, kernel=16, strides=16, aux=False, logits_stddev=3)
 
 
 QUICK = {

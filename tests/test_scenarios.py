@@ -1,6 +1,5 @@
 """The paper's attack scenarios: their patterns, and target models that see images through them."""
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -12,6 +11,7 @@ from attacks.scenarios import (
     fixed_defense_model,
     target_model,
 )
+from tiny_models import tiny_classifier
 
 
 def test_ensemble_pattern_is_the_papers_21_patterns():
@@ -66,11 +66,7 @@ def test_bad_scenarios_are_refused():
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((None, None, 3))
-    x = keras.layers.Conv2D(4, 3, strides=2, activation="relu")(inputs)
-    logits = keras.layers.Dense(5)(keras.layers.GlobalAveragePooling2D()(x))
-    return keras.Model(inputs, {"logits": logits})
+    return tiny_classifier(5, kernel=3, strides=2, filters=4, aux=False)
 
 
 def test_pattern_logits_equal_one_forward_pass_per_pattern(tiny_model):
