@@ -2,9 +2,10 @@
 
 Expectation over Transformation: every PGD step follows the sign of the loss
 gradient averaged over `samples` fresh random patterns, drawn by the defense's
-own code (`RandomizedEnsemble.draw_patterns`: sizes in [low, high), offsets,
-left-right flips with probability 0.5 when the config flips, one pattern per
-batch or per image as configured) and applied with the defense's resize method.
+own code (`defense.patterns.draw_patterns`: sizes in [low, high), offsets,
+left-right flips with the config's probability, one pattern per batch or per
+image as configured) and applied as the defense applies them
+(`defense.patterns.outputs_through_config`).
 The patterns of a step go through the network as one batch (the images tiled
 `samples` times), or in equal chunks to bound memory, inside one `tf.function`
 traced once per batch shape.
@@ -24,8 +25,8 @@ import tensorflow as tf
 from attacks import CLIP_MAX, CLIP_MIN, pixels_to_model
 from attacks.pgd import COMPETITION_MAX_EPSILON, check_linf_budget
 from defense.config import DefenseConfig
-from defense.ensemble import RandomizedEnsemble
-from defense.randomization import Patterns, apply_patterns, make_generator
+from defense.patterns import draw_patterns, outputs_through_config
+from defense.randomization import Pattern, make_generator
 
 
 def eot_losses(outputs: dict[str, tf.Tensor], labels: tf.Tensor, aux_weight: float) -> tf.Tensor:
@@ -70,21 +71,11 @@ class EOTPGD:
         self.num_chunks = -(-samples // (chunk_size or samples))
         self.chunk_size = -(-samples // self.num_chunks)
         self.generator = generator if generator is not None else make_generator(seed)
-        self._defense = RandomizedEnsemble(
-            model, config.replace(num_iterations=self.chunk_size), generator=self.generator
-        )
         self._chunk_gradient = tf.function(self._gradient_of_chunk)
 
-    def draw_patterns(self, batch_size: int) -> Patterns:
+    def draw_patterns(self, batch_size: int) -> Pattern:
         """One chunk's patterns, `chunk_size` per image, sample-major, as the defense draws them."""
-        return self._defense.draw_patterns(batch_size)
-
-    def _transform(self, items: tf.Tensor, patterns: Patterns) -> tf.Tensor:
-        if self.config.randomize:
-            return apply_patterns(
-                items, patterns, out_size=self.config.out_size, method=self.config.method
-            )
-        return tf.where(patterns.flip[:, None, None, None], tf.reverse(items, axis=[2]), items)
+        return draw_patterns(self.generator, self.config, batch_size, self.chunk_size)
 
     def _gradient_of_chunk(self, images, labels, valid_samples):
         """Gradient of the summed loss over one chunk's first `valid_samples` patterns."""
@@ -94,8 +85,8 @@ class EOTPGD:
         weights = tf.cast(sample < valid_samples, tf.float32)
         with tf.GradientTape() as tape:
             tape.watch(images)
-            items = self._transform(tf.tile(images, [self.chunk_size, 1, 1, 1]), patterns)
-            outputs = self.model(items, training=False)
+            items = tf.tile(images, [self.chunk_size, 1, 1, 1])
+            outputs = outputs_through_config(self.model, items, patterns, self.config)
             losses = eot_losses(outputs, tf.tile(labels, [self.chunk_size]), self.config.aux_weight)
             loss = tf.reduce_sum(weights * losses)
         return tape.gradient(loss, images)

@@ -22,16 +22,8 @@ import numpy as np
 import tensorflow as tf
 
 from attacks.catalog import SCENARIOS
-from defense.randomization import resize_and_pad
-
-
-@dataclass(frozen=True)
-class Pattern:
-    """A fixed resize-and-pad pattern: resize to size x size, place at (top, left)."""
-
-    size: int
-    top: int
-    left: int
+from defense.patterns import outputs_through
+from defense.randomization import Pattern
 
 
 @dataclass(frozen=True)
@@ -106,11 +98,11 @@ class TargetModel:
             return _logits(self.model(images, training=False))[None]
         count = tf.shape(images)[0]
         tiled = tf.tile(images, [len(self.patterns), 1, 1, 1])
-        fields = np.array([[p.size, p.top, p.left] for p in self.patterns], np.int32)
-        size, top, left = (tf.repeat(tf.constant(fields[:, i]), count) for i in range(3))
-        padded = resize_and_pad(tiled, size, top, left, out_size=self.out_size, method=self.method)
-        logits = _logits(self.model(padded, training=False))
-        return tf.reshape(logits, [len(self.patterns), count, -1])
+        patterns = Pattern(*(tf.repeat(field, count) for field in Pattern.stack(self.patterns)))
+        outputs = outputs_through(
+            self.model, tiled, patterns, out_size=self.out_size, method=self.method
+        )
+        return tf.reshape(_logits(outputs), [len(self.patterns), count, -1])
 
     def logits(self, images: tf.Tensor) -> tf.Tensor:
         """Mean logits over the patterns: the ensemble as one classifier."""

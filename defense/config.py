@@ -33,7 +33,7 @@ class DefenseConfig:
     high: int = 331
     out_size: int = 331
     num_iterations: int = 30
-    flip: bool = True
+    flip_probability: float = 0.5
     aux_weight: float = 0.4
     method: str = "nearest"
     per_image: bool = False
@@ -47,6 +47,10 @@ class DefenseConfig:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.num_iterations < 1:
             raise ValueError(f"num_iterations must be >= 1, got {self.num_iterations}")
+        if not (math.isfinite(self.flip_probability) and 0 <= self.flip_probability <= 1):
+            raise ValueError(
+                f"flip_probability must be in [0, 1], got {self.flip_probability}"
+            )
         if not (math.isfinite(self.aux_weight) and self.aux_weight >= 0):
             raise ValueError(f"aux_weight must be finite and >= 0, got {self.aux_weight}")
 

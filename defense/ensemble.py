@@ -1,7 +1,7 @@
 """The randomized ensemble: many random patterns per image, scores summed, argmax.
 
-For every iteration an image gets a fresh pattern (and a left-right flip with
-probability 0.5 when the config flips); its score is
+For every iteration an image gets a fresh pattern (and a left-right flip with the
+config's `flip_probability`, 0.5 for the entry); its score is
 `softmax(logits) + aux_weight * softmax(aux_logits)`. All (iteration, image)
 items of a batch go through the network together, in fixed-size chunks that
 bound memory and keep one static input shape, so `tf.function` traces once.
@@ -16,9 +16,8 @@ import numpy as np
 import tensorflow as tf
 
 from defense.config import DefenseConfig
-from defense.randomization import Patterns, apply_patterns, make_generator, sample_patterns
-
-FLIP_PROBABILITY = 0.5
+from defense.patterns import draw_patterns, outputs_through_config
+from defense.randomization import Pattern, make_generator
 
 
 def pattern_scores(outputs: dict[str, tf.Tensor], aux_weight: float) -> tf.Tensor:
@@ -59,41 +58,16 @@ class RandomizedEnsemble:
         if strategy is not None:
             self._replicated_scores = tf.function(self._run_on_replicas, reduce_retracing=True)
 
-    def draw_patterns(self, batch_size: int) -> Patterns:
-        """Patterns for every (iteration, image) item, iteration-major."""
-        config = self.config
-        iterations = config.num_iterations
-        count = iterations * batch_size if config.per_image else iterations
-        flip_probability = FLIP_PROBABILITY if config.flip else 0.0
-        if config.randomize:
-            patterns = sample_patterns(
-                self.generator,
-                count,
-                low=config.low,
-                high=config.high,
-                out_size=config.out_size,
-                flip_probability=flip_probability,
-            )
-        else:
-            zeros = tf.zeros([count], tf.int32)
-            flip = self.generator.uniform([count]) < flip_probability
-            patterns = Patterns(zeros, zeros, zeros, flip)
-        if not config.per_image:
-            patterns = Patterns(*(tf.repeat(field, batch_size) for field in patterns))
-        return patterns
+    def draw_patterns(self, batch_size: int) -> Pattern:
+        """Patterns for every (iteration, image) item, iteration-major (`draw_patterns`)."""
+        return draw_patterns(self.generator, self.config, batch_size, self.config.num_iterations)
 
     def _scores_of_items(self, images, image_index, size, top, left, flip):
         items = tf.gather(images, image_index)
-        if self.config.randomize:
-            items = apply_patterns(
-                items,
-                Patterns(size, top, left, flip),
-                out_size=self.config.out_size,
-                method=self.config.method,
-            )
-        else:
-            items = tf.where(flip[:, None, None, None], tf.reverse(items, axis=[2]), items)
-        return pattern_scores(self.model(items, training=False), self.config.aux_weight)
+        outputs = outputs_through_config(
+            self.model, items, Pattern(size, top, left, flip), self.config
+        )
+        return pattern_scores(outputs, self.config.aux_weight)
 
     def _run_on_replicas(self, images, *per_replica_fields):
         """One chunk per replica, each through `_scores_of_items`."""

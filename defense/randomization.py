@@ -29,7 +29,8 @@ beside the non-adaptive numbers, with the patterns drawn as the defense draws th
 from __future__ import annotations
 
 import secrets
-from typing import NamedTuple
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import keras
 import numpy as np
@@ -38,13 +39,27 @@ import tensorflow as tf
 METHODS = ("nearest", "bilinear")
 
 
-class Patterns(NamedTuple):
-    """A batch of randomization patterns; every field is an int32/bool tensor of shape [N]."""
+class Pattern(NamedTuple):
+    """A randomization pattern: resize to size x size, place at (top, left), flip first.
 
-    size: tf.Tensor
-    top: tf.Tensor
-    left: tf.Tensor
-    flip: tf.Tensor
+    The fields are Python numbers for one pattern, or int32/bool tensors of shape [N]
+    for one pattern per item (`Pattern.stack` turns fixed patterns into that form).
+    """
+
+    size: Any
+    top: Any
+    left: Any
+    flip: Any = False
+
+    @classmethod
+    def stack(cls, patterns: Sequence[Pattern]) -> Pattern:
+        """Fixed patterns as one batch of [len(patterns)] tensors."""
+        return cls(
+            *(
+                tf.constant([getattr(p, field) for p in patterns], dtype)
+                for field, dtype in zip(cls._fields, (tf.int32,) * 3 + (tf.bool,), strict=True)
+            )
+        )
 
 
 def make_generator(seed: int | None = None) -> tf.random.Generator:
@@ -72,7 +87,7 @@ def sample_patterns(
     high: int,
     out_size: int,
     flip_probability: float = 0.0,
-) -> Patterns:
+) -> Pattern:
     """Draw `count` patterns: size uniform in [low, high), offsets in [0, out_size - size]."""
     validate_range(low, high, out_size)
     size = generator.uniform([count], minval=low, maxval=high, dtype=tf.int32)
@@ -81,7 +96,7 @@ def sample_patterns(
     top = tf.cast(tf.math.floormod(offsets[0], span), tf.int32)
     left = tf.cast(tf.math.floormod(offsets[1], span), tf.int32)
     flip = generator.uniform([count]) < flip_probability
-    return Patterns(size, top, left, flip)
+    return Pattern(size, top, left, flip)
 
 
 def _axis_taps(in_size: int, size, offset, out_size: int, method: str):
@@ -154,7 +169,7 @@ def resize_and_pad(
     return _resample_axis(rows, width, size, left, out_size, method, axis=2)
 
 
-def apply_patterns(images, patterns: Patterns, *, out_size: int = 331, method: str = "nearest"):
+def apply_patterns(images, patterns: Pattern, *, out_size: int = 331, method: str = "nearest"):
     """`resize_and_pad` with one pattern per image."""
     return resize_and_pad(
         images,
@@ -208,7 +223,7 @@ class RandomResizePad(keras.layers.Layer):
             flip_probability=self.flip_probability,
         )
         if not self.per_image:
-            patterns = Patterns(*(field[0] for field in patterns))
+            patterns = Pattern(*(field[0] for field in patterns))
         return resize_and_pad(
             images,
             patterns.size,

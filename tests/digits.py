@@ -31,7 +31,7 @@ DEFENSE = DefenseConfig(
     high=OUT_SIZE,
     out_size=OUT_SIZE,
     num_iterations=30,
-    flip=False,
+    flip_probability=0.0,
     aux_weight=0.0,
 )
 

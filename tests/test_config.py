@@ -11,12 +11,21 @@ def test_shipped_configs():
     assert available_configs() == ["challenge", "none", "paper"]
     challenge = load_config("challenge")
     assert (challenge.low, challenge.high, challenge.out_size) == (310, 331, 331)
-    assert (challenge.num_iterations, challenge.flip, challenge.aux_weight) == (30, True, 0.4)
+    assert (challenge.num_iterations, challenge.flip_probability, challenge.aux_weight) == (
+        30,
+        0.5,
+        0.4,
+    )
     assert challenge.method == "nearest" and not challenge.per_image
     paper = load_config("paper")
-    assert (paper.low, paper.high, paper.num_iterations, paper.flip) == (299, 331, 1, False)
+    assert (paper.low, paper.high, paper.num_iterations, paper.flip_probability) == (
+        299,
+        331,
+        1,
+        0.0,
+    )
     none = load_config("none")
-    assert not none.randomize and none.num_iterations == 1 and not none.flip
+    assert not none.randomize and none.num_iterations == 1 and none.flip_probability == 0
 
 
 def test_config_from_a_json_path(tmp_path):
@@ -41,8 +50,11 @@ def test_config_from_a_json_path(tmp_path):
         ({"resize_low": 3}, "unknown keys"),
         ({"low": "310"}, "low must be an integer, got '310'"),
         ({"num_iterations": 1.5}, "num_iterations must be an integer"),
-        ({"flip": "false"}, "flip must be true or false"),
+        ({"flip_probability": "0.5"}, "flip_probability must be a number"),
+        ({"flip_probability": 1.5}, r"flip_probability must be in \[0, 1\]"),
+        ({"flip": True}, "unknown keys"),
         ({"per_image": 1}, "per_image must be true or false"),
+        ({"randomize": "false"}, "randomize must be true or false"),
         ({"aux_weight": "0.4"}, "aux_weight must be a number"),
         ({"aux_weight": float("nan")}, "aux_weight must be finite"),
         ({"aux_weight": float("inf")}, "aux_weight must be finite"),

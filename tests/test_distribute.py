@@ -8,6 +8,7 @@ do the same with two logical GPUs).
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -60,8 +61,12 @@ COMPARE = textwrap.dedent(
 
 @pytest.mark.slow
 def test_mirrored_labels_equal_one_device_labels_on_two_logical_cpus():
-    result = subprocess.run(
-        [sys.executable, "-c", COMPARE], capture_output=True, text=True, timeout=600
+    result = subprocess.run(  # from tests/, where tiny_models lives
+        [sys.executable, "-c", COMPARE],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parent,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "cases 40" in result.stdout

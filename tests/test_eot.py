@@ -18,7 +18,13 @@ from tiny_models import tiny_classifier
 pytestmark = pytest.mark.xdist_group("digits")
 
 TINY = DefenseConfig(
-    name="tiny", low=12, high=16, out_size=16, num_iterations=8, flip=True, aux_weight=0.4
+    name="tiny",
+    low=12,
+    high=16,
+    out_size=16,
+    num_iterations=8,
+    flip_probability=0.5,
+    aux_weight=0.4,
 )
 
 
@@ -90,7 +96,7 @@ def test_chunks_are_equal_and_cover_the_samples(tiny_model):
 def test_flips_are_drawn_only_when_the_config_flips(tiny_model):
     flips = EOTPGD(tiny_model, TINY, samples=400, seed=1).draw_patterns(1).flip.numpy()
     assert 0.4 < flips.mean() < 0.6
-    still = EOTPGD(tiny_model, TINY.replace(flip=False), samples=400, seed=1)
+    still = EOTPGD(tiny_model, TINY.replace(flip_probability=0.0), samples=400, seed=1)
     assert not still.draw_patterns(1).flip.numpy().any()
 
 

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from defense.randomization import (
-    Patterns,
+    Pattern,
     RandomResizePad,
     apply_patterns,
     make_generator,
@@ -76,7 +76,7 @@ def test_flip_is_applied_before_resizing(images):
 
 
 def test_per_image_patterns_equal_individual_calls(images):
-    patterns = Patterns(
+    patterns = Pattern(
         tf.constant([305, 330]),
         tf.constant([20, 0]),
         tf.constant([1, 1]),

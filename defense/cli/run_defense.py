@@ -105,14 +105,15 @@ def main(argv: list[str]) -> int:
     except CheckpointError as error:
         return cli.fail_checkpoint(PROGRAM, error, spec, default=not FLAGS.checkpoint_path)
     logging.info(
-        "defense %s on %s: %d iterations, sizes [%d, %d) -> %d, flip=%s, aux weight %.2f",
+        "defense %s on %s: %d iterations, sizes [%d, %d) -> %d, flip probability %.2f, "
+        "aux weight %.2f",
         config.name,
         spec.name,
         config.num_iterations,
         config.low,
         config.high,
         config.out_size,
-        config.flip,
+        config.flip_probability,
         config.aux_weight,
     )
     ensemble = RandomizedEnsemble(
