@@ -91,7 +91,7 @@ def available_configs() -> list[str]:
 def load_config(name_or_path: str) -> DefenseConfig:
     """Load a shipped config by name (`challenge`, `paper`, `none`) or a JSON file by path."""
     source: Traversable | Path = Path(name_or_path)
-    if source.suffix != ".json":
+    if not name_or_path.endswith(".json"):
         shipped = _shipped()
         if name_or_path not in shipped:
             raise ValueError(

@@ -279,6 +279,7 @@ def _extract(tarball: Path, destination: Path) -> None:
                     raise _UnsafeMember(f"it expands to more than {max_bytes} bytes")
                 path.parent.mkdir(parents=True, exist_ok=True)
                 source = archive.extractfile(member)
+                assert source is not None, "a regular member always has data"
                 flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                 try:
                     descriptor = os.open(path, flags, 0o644)

@@ -75,18 +75,19 @@ class RandomizedEnsemble:
 
     def _scores_of_chunks(self, images, fields_of_chunks: list[list[tf.Tensor]]) -> list:
         """Scores of several equal-shaped chunks: one after another, or one per replica."""
-        if self.strategy is None:
+        strategy = self.strategy
+        if strategy is None:
             return [self._chunk_scores(images, *fields).numpy() for fields in fields_of_chunks]
 
         def per_replica(position: int):
-            return self.strategy.experimental_distribute_values_from_function(
+            return strategy.experimental_distribute_values_from_function(
                 lambda context: fields_of_chunks[context.replica_id_in_sync_group][position]
             )
 
         outputs = self._replicated_scores(
             images, *(per_replica(i) for i in range(len(fields_of_chunks[0])))
         )
-        return [tensor.numpy() for tensor in self.strategy.experimental_local_results(outputs)]
+        return [tensor.numpy() for tensor in strategy.experimental_local_results(outputs)]
 
     def scores(self, images: np.ndarray) -> np.ndarray:
         """Summed scores [N, classes] for a batch of [-1, 1] NHWC float32 images."""
@@ -114,6 +115,7 @@ class RandomizedEnsemble:
                 if total is None:
                     total = np.zeros((batch_size, chunk_scores.shape[1]), np.float64)
                 np.add.at(total, image_index[chunk][valid], chunk_scores[valid])
+        assert total is not None, "a batch has at least one item"
         return total
 
     def predict(self, images: np.ndarray) -> np.ndarray:

@@ -301,7 +301,7 @@ def _fsync_directory(directory: Path) -> None:
         os.close(descriptor)
 
 
-def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
+def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
     """Write a file through `write(handle)` into a temporary file, then rename it over `path`.
 
     A reader never sees a half-written file, and after the call the file and its

@@ -17,12 +17,13 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from defense.models import ModelSpec
 
 EXIT_OK, EXIT_PARTIAL, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 130
+T = TypeVar("T")
 CHECKPOINT_DIR_ENV = "DEFENSE_CHECKPOINT_DIR"
 DEFAULT_CHECKPOINT_DIR = "checkpoints"
 CONTAINER_ENV = "DEFENSE_CONTAINER"
@@ -77,7 +78,7 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
-def run_writing(program: str, output: object, work: Callable[[], object]) -> object | int:
+def run_writing(program: str, output: object, work: Callable[[], T]) -> T | int:
     """Run `work`, which writes `output` as it goes; a full disk, an unwritable file or
     an interruption becomes one message (exit 2, or 130 when interrupted), and what
     was finished before stays in `output`."""
