@@ -34,7 +34,7 @@ def test_variable_counts_match_the_slim_graphs(name):
 def test_entries_declare_their_checkpoint():
     for spec in REGISTRY.values():
         assert spec.tarball.endswith(".tar.gz") and spec.url.startswith(
-            "http://download.tensorflow"
+            "https://download.tensorflow"
         )
         assert spec.checkpoint_file.endswith(".ckpt") and spec.default_image_size == 299
     assert REGISTRY["resnet_v2_101"].has_aux is False
