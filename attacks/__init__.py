@@ -13,10 +13,36 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from defense import lazy_exports
+
 if TYPE_CHECKING:
     import tensorflow as tf
 
 LogitsFn = Callable[["tf.Tensor"], "tf.Tensor"]
+
+# What a user may import, loaded on first use (see `defense.lazy_exports`).
+_EXPORTS = {
+    "fgsm": "attacks.fgsm",
+    "pgd": "attacks.pgd",
+    "deepfool": "attacks.deepfool",
+    "carlini_wagner_l2": "attacks.carlini_wagner",
+    "EOTPGD": "attacks.eot",
+    "eot_pgd": "attacks.eot",
+    "Scenario": "attacks.scenarios",
+    "build_scenario": "attacks.scenarios",
+    "target_model": "attacks.scenarios",
+    "fixed_defense_model": "attacks.scenarios",
+    "evaluate_batches": "attacks.evaluation",
+    "read_adversarial_set": "attacks.evaluation",
+    "ATTACKS": "attacks.catalog",
+    "DEFAULTS": "attacks.catalog",
+    "PAPER_EPSILONS": "attacks.catalog",
+    "SCENARIOS": "attacks.catalog",
+}
+__all__ = sorted(
+    [*_EXPORTS, "CLIP_MAX", "CLIP_MIN", "LogitsFn", "model_to_pixels", "pixels_to_model"]
+)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 CLIP_MIN, CLIP_MAX = -1.0, 1.0
 
 

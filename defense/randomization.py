@@ -182,11 +182,14 @@ def apply_patterns(images, patterns: Pattern, *, out_size: int = 331, method: st
     )
 
 
+@keras.saving.register_keras_serializable(package="defense")
 class RandomResizePad(keras.layers.Layer):
     """Keras layer drawing a fresh random pattern at every call (inference included).
 
     One pattern for the whole batch, as the NIPS 2017 entry did, or one per image
-    with `per_image=True`.
+    with `per_image=True`. Its config holds the seed, so a saved and reloaded layer
+    draws the same patterns (a layer made from a `generator` or from OS entropy has
+    no seed to keep: `seed` is None in its config).
     """
 
     def __init__(
@@ -210,6 +213,7 @@ class RandomResizePad(keras.layers.Layer):
         self.method = method
         self.per_image = per_image
         self.flip_probability = flip_probability
+        self.seed = seed if generator is None else None
         self._generator = generator if generator is not None else make_generator(seed)
 
     def call(self, images):
@@ -246,4 +250,5 @@ class RandomResizePad(keras.layers.Layer):
             "method": self.method,
             "per_image": self.per_image,
             "flip_probability": self.flip_probability,
+            "seed": self.seed,
         }
