@@ -42,7 +42,7 @@ setup(
         "defense.configs",
     ],
     package_dir={"defense.configs": "configs"},
-    package_data={"defense": ["data/*.txt"], "defense.configs": ["*.json"]},
+    package_data={"defense": ["data/*.txt", "py.typed"], "defense.configs": ["*.json"]},
     entry_points={"console_scripts": [f"{name}={module}:run" for name, module in COMMANDS]},
     install_requires=[
         "tensorflow==2.21.*",
@@ -58,6 +58,6 @@ setup(
         # CUDA 12 and cuDNN 9 from pip, as TensorFlow 2.21 is built against (the image
         # installs it: the system cuDNN of the -gpu base image is older).
         "gpu": ["tensorflow[and-cuda]==2.21.*"],
-        "dev": [*TEST_REQUIREMENTS, "ruff>=0.6"],
+        "dev": [*TEST_REQUIREMENTS, "ruff>=0.6", "mypy>=1.10"],
     },
 )

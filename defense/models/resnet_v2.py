@@ -70,7 +70,9 @@ def _bottleneck(net, scope: str, depth: int, depth_bottleneck: int, stride: int)
         shortcut = conv(
             preact, depth, 1, f"{scope}/shortcut", strides=stride, batch_norm=False, activation=None
         )
-    residual = conv(preact, depth_bottleneck, 1, f"{scope}/conv1", **norm)
+    residual = conv(
+        preact, depth_bottleneck, 1, f"{scope}/conv1", bn_scale=True, bn_epsilon=BN_EPSILON
+    )
     residual = _conv2d_same(residual, depth_bottleneck, 3, stride, f"{scope}/conv2", **norm)
     residual = conv(residual, depth, 1, f"{scope}/conv3", batch_norm=False, activation=None)
     return layers.Add(name=layer_name(f"{scope}/add"))([shortcut, residual])
