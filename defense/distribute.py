@@ -27,7 +27,8 @@ def mirrored_strategy(devices: Sequence[str] | None = None) -> tf.distribute.Mir
         if not devices:
             raise NoGPUError(
                 "TensorFlow sees no GPU, so there is nothing to mirror over; run on one "
-                "device (the default strategy) or on a machine with GPUs"
+                "device (the default strategy) or on a machine with GPUs (set "
+                "TF_CPP_MIN_LOG_LEVEL=0 to see TensorFlow's CUDA messages)"
             )
     if not devices:
         raise ValueError("devices must name at least one device")
