@@ -143,7 +143,8 @@ def manual_instructions(spec: ModelSpec, checkpoint_dir: Path, url: str) -> str:
         f"    {name}.data-00000-of-00001\n"
         f"or the single TF V1 checkpoint file\n"
         f"    {name}\n"
-        f"then run `download_checkpoints {spec.name}` to verify it."
+        f"then run `download_checkpoints {spec.name}` (in a checkout: `python "
+        f"scripts/download_checkpoints.py {spec.name}`) to verify it."
     )
 
 
