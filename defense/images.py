@@ -99,7 +99,8 @@ def list_inputs(input_dir: str | os.PathLike) -> InputListing:
         raise InputError(f"cannot list input directory {directory}: {error.strerror}") from error
     files = [path for path in entries if not path.name.startswith(".") and not path.is_dir()]
     images = [path for path in files if _is_image_candidate(path)]
-    listing = InputListing(images=images, ignored=[p for p in entries if p not in images])
+    chosen = set(images)
+    listing = InputListing(images=images, ignored=[p for p in entries if p not in chosen])
     if not listing.images:
         ignored = ", ".join(path.name for path in listing.ignored)
         raise InputError(

@@ -347,7 +347,12 @@ def base_interpreter(uid: int, gid: int) -> str:
         if probe.returncode == 0 and probe.stdout.strip() == version:
             return candidate
         tried.append(f"{candidate}: {probe.stderr.strip() or probe.stdout.strip()}")
-    pytest.skip(f"no Python {version} that uid {uid} can execute: {tried}")
+    # Failing, not skipping: without an interpreter the image's user can run, nothing of
+    # the container would be tested and the tests would pass for nothing.
+    pytest.fail(
+        f"no Python {version} that uid {uid} can execute (install python3 {version} from the "
+        f"system's packages): {tried}"
+    )
 
 
 PROBE = '''"""Replay probe: records at exit where this process imported the project from."""

@@ -73,9 +73,10 @@ def test_mirrored_labels_equal_one_device_labels_on_two_logical_cpus():
 
 
 def test_mirrored_strategy_without_a_gpu_is_a_clear_error():
-    tf = pytest.importorskip("tensorflow")
+    import tensorflow as tf
+
     if tf.config.list_logical_devices("GPU"):
-        pytest.skip("a GPU is visible")
+        pytest.skip("checks the no-GPU error; with a GPU, tests/test_gpu.py runs mirrored")
     from defense.distribute import NoGPUError, mirrored_strategy
 
     with pytest.raises(NoGPUError, match="sees no GPU"):
