@@ -2,8 +2,11 @@
 
 Conventions shared by every attack module:
 - images live in model input space, float32 NHWC in [-1, 1]; attacks clip there;
-- a model is seen through a *logits function* `x -> [N, classes]`, which is what
-  a scenario's target model (`attacks.scenarios.TargetModel.logits`) provides;
+- an attack is a class of one kind (`attacks.kinds`: fixed budget or minimal
+  perturbation) made with its keyword-only hyper-parameters and called on a
+  target: a *logits function* `x -> [N, classes]` (a scenario's target model,
+  `attacks.scenarios.TargetModel.logits`), or for EOT-PGD the randomized defense
+  itself (`defense.RandomizedDefense`); `attacks.catalog` lists them by name;
 - epsilons are given in [0, 255] pixel units, as the paper and the competition
   do, and converted with `pixels_to_model`.
 """
@@ -22,20 +25,24 @@ LogitsFn = Callable[["tf.Tensor"], "tf.Tensor"]
 
 # What a user may import, loaded on first use (see `defense.lazy_exports`).
 _EXPORTS = {
-    "fgsm": "attacks.fgsm",
-    "pgd": "attacks.pgd",
-    "deepfool": "attacks.deepfool",
-    "carlini_wagner_l2": "attacks.carlini_wagner",
+    "FGSM": "attacks.fgsm",
+    "PGD": "attacks.pgd",
     "EOTPGD": "attacks.eot",
-    "eot_pgd": "attacks.eot",
+    "DeepFool": "attacks.deepfool",
+    "CarliniWagnerL2": "attacks.carlini_wagner",
+    "FixedBudgetAttack": "attacks.kinds",
+    "MinimalPerturbationAttack": "attacks.kinds",
     "Scenario": "attacks.scenarios",
+    "TargetModel": "attacks.scenarios",
     "build_scenario": "attacks.scenarios",
     "target_model": "attacks.scenarios",
     "fixed_defense_model": "attacks.scenarios",
+    "evaluate": "attacks.evaluation",
     "evaluate_batches": "attacks.evaluation",
-    "read_adversarial_set": "attacks.evaluation",
+    "AdversarialSet": "attacks.adversarial_set",
+    "read_adversarial_set": "attacks.adversarial_set",
     "ATTACKS": "attacks.catalog",
-    "DEFAULTS": "attacks.catalog",
+    "get_attack": "attacks.catalog",
     "PAPER_EPSILONS": "attacks.catalog",
     "SCENARIOS": "attacks.catalog",
 }

@@ -24,52 +24,94 @@ vectorised over the batch with per-example results as with its batch_size=1:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import numpy.typing as npt
 import tensorflow as tf
 
 from attacks import CLIP_MAX, CLIP_MIN, LogitsFn
+from attacks.kinds import MinimalPerturbationAttack, check_count, check_number
+from defense.errors import ParameterError
 
 _ADAM_BETA1, _ADAM_BETA2, _ADAM_EPSILON = 0.9, 0.999, 1e-8
 _TANH_SHRINK = 0.999999
 _NO_BOUND = 1e10
 
 
-def carlini_wagner_l2(
-    logits_fn: LogitsFn,
-    images: tf.Tensor,
-    labels: npt.ArrayLike | tf.Tensor,
-    *,
-    targeted: bool = False,
-    confidence: float = 0.0,
-    learning_rate: float = 5e-3,
-    binary_search_steps: int = 5,
-    max_iterations: int = 1000,
-    initial_const: float = 1e-2,
-    abort_early: bool = True,
-) -> tf.Tensor:
-    """C&W L2 examples: away from `labels`, or towards them when `targeted`.
+class CarliniWagnerL2(MinimalPerturbationAttack):
+    """C&W L2 examples: away from the labels, or towards them when targeted.
 
     Images are clipped to [CLIP_MIN, CLIP_MAX] first; unsuccessful examples come
     back unchanged.
+
+    Hyper-parameters:
+        confidence: Logit margin k of a success.
+        learning_rate: Adam learning rate.
+        binary_search_steps: Binary search steps over the constant c.
+        max_iterations: Adam iterations per search step.
+        initial_const: Initial constant c.
+        abort_early: Stop a search step when the loss stalls.
     """
-    if binary_search_steps < 1 or max_iterations < 1:
-        raise ValueError(
-            f"need binary_search_steps >= 1 and max_iterations >= 1, "
-            f"got {binary_search_steps} and {max_iterations}"
+
+    def __init__(
+        self,
+        *,
+        confidence: float = 0.0,
+        learning_rate: float = 5e-3,
+        binary_search_steps: int = 5,
+        max_iterations: int = 1000,
+        initial_const: float = 1e-2,
+        abort_early: bool = True,
+    ) -> None:
+        check_number("confidence", confidence, 0)
+        check_number("learning_rate", learning_rate, 0, strictly=True)
+        check_count("binary_search_steps", binary_search_steps, 1)
+        check_count("max_iterations", max_iterations, 1)
+        check_number("initial_const", initial_const, 0, strictly=True)
+        self.confidence = confidence
+        self.learning_rate = learning_rate
+        self.binary_search_steps = binary_search_steps
+        self.max_iterations = max_iterations
+        self.initial_const = initial_const
+        self.abort_early = abort_early
+
+    def __call__(
+        self,
+        logits_fn: LogitsFn,
+        images: tf.Tensor,
+        labels: npt.ArrayLike | tf.Tensor,
+        *,
+        targeted: bool = False,
+    ) -> tf.Tensor:
+        """The C&W examples of `images`."""
+        images = tf.clip_by_value(tf.convert_to_tensor(images, tf.float32), CLIP_MIN, CLIP_MAX)
+        labels = tf.cast(tf.convert_to_tensor(labels), tf.int32)
+        if labels.shape != images.shape[:1]:
+            raise ParameterError(
+                f"need one label per image, got {labels.shape} for {images.shape}", "labels"
+            )
+        optimise = _optimiser(
+            logits_fn,
+            targeted=targeted,
+            confidence=self.confidence,
+            learning_rate=self.learning_rate,
+            max_iterations=self.max_iterations,
+            abort_early=self.abort_early,
         )
-    images = tf.clip_by_value(tf.convert_to_tensor(images, tf.float32), CLIP_MIN, CLIP_MAX)
-    labels = tf.cast(tf.convert_to_tensor(labels), tf.int32)
-    if labels.shape != images.shape[:1]:
-        raise ValueError(f"need one label per image, got {labels.shape} for {images.shape}")
-    optimise = _optimiser(
-        logits_fn,
-        targeted=targeted,
-        confidence=confidence,
-        learning_rate=learning_rate,
-        max_iterations=max_iterations,
-        abort_early=abort_early,
-    )
+        return _binary_search(
+            optimise, images, labels, self.binary_search_steps, self.initial_const
+        )
+
+
+def _binary_search(
+    optimise: Callable[..., tuple[tf.Tensor, tf.Tensor, tf.Tensor]],
+    images: tf.Tensor,
+    labels: tf.Tensor,
+    binary_search_steps: int,
+    initial_const: float,
+) -> tf.Tensor:
+    """The per-example binary search on c, keeping the closest success of any step."""
     unit = (images - CLIP_MIN) / (CLIP_MAX - CLIP_MIN)
     start = tf.atanh((unit * 2.0 - 1.0) * _TANH_SHRINK)
 
@@ -101,7 +143,7 @@ def _optimiser(
     learning_rate: float,
     max_iterations: int,
     abort_early: bool,
-):
+) -> Callable[..., tuple[tf.Tensor, tf.Tensor, tf.Tensor]]:
     """Adam on the C&W loss for one constant per example, as a tf.function.
 
     It returns the best L2 and examples so far (updated) and, per example,
@@ -119,7 +161,13 @@ def _optimiser(
         return hit if targeted else tf.logical_not(hit)
 
     @tf.function
-    def run(start, labels, const, best_l2, best):
+    def run(
+        start: tf.Tensor,
+        labels: tf.Tensor,
+        const: tf.Tensor,
+        best_l2: tf.Tensor,
+        best: tf.Tensor,
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         original = to_image(start)
         w = start
         m = tf.zeros_like(start)

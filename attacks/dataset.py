@@ -1,4 +1,4 @@
-"""Labels and targets of an image set, and atomic writers for adversarial outputs.
+"""Labels and targets of an image set.
 
 Label files come in two formats, told apart by their first line:
 - `<filename>,<label>` lines without a header (the competition's `target_class.csv`
@@ -7,9 +7,7 @@ Label files come in two formats, told apart by their first line:
   (`TrueLabel`, `TargetClass`); the file of image `ImageId` is `ImageId.png`.
 
 Labels use the slim indexing of the 1001-class models: 1..1000 are ImageNet
-classes and 0 (background) is never a valid dataset label. Writers put a file
-into place with `os.replace` from a temporary file in the same directory, so a
-reader never sees a half-written PNG or array.
+classes and 0 (background) is never a valid dataset label.
 """
 
 from __future__ import annotations
@@ -19,11 +17,7 @@ import io
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-
-import numpy as np
-from PIL import Image
-
-from defense.images import write_atomic
+from typing import Any
 
 IMAGENET_CLASSES = 1000
 TRUE_LABEL, TARGET_CLASS = "TrueLabel", "TargetClass"
@@ -101,7 +95,7 @@ def read_labels(
     return labels
 
 
-def read_targets(path: str | os.PathLike, **options) -> dict[str, int]:
+def read_targets(path: str | os.PathLike, **options: Any) -> dict[str, int]:
     """Target classes by file name: `target_class.csv` or a dataset CSV's TargetClass column."""
     return read_labels(path, column=TARGET_CLASS, **options)
 
@@ -115,16 +109,3 @@ def labels_for(
     if missing:
         raise LabelError(f"{source} has no label for {len(missing)} image(s): {_listing(missing)}")
     return {name: labels[name] for name in names}
-
-
-def write_png_atomic(path: str | os.PathLike, pixels: np.ndarray) -> None:
-    """Save uint8 [H, W, 3] pixels as an RGB PNG, atomically."""
-    if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
-        raise ValueError(f"expected uint8 [H, W, 3] pixels, got {pixels.dtype} {pixels.shape}")
-    image = Image.fromarray(pixels, "RGB")
-    write_atomic(path, lambda handle: image.save(handle, format="PNG"))
-
-
-def write_npy_atomic(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Save an array as `.npy` (lossless), atomically."""
-    write_atomic(path, lambda handle: np.save(handle, array, allow_pickle=False))

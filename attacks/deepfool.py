@@ -18,53 +18,61 @@ still to fool only; its memory grows with nb_candidate times the batch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import tensorflow as tf
 
 from attacks import CLIP_MAX, CLIP_MIN, LogitsFn
+from attacks.kinds import MinimalPerturbationAttack, check_count, check_number
+from defense.errors import ParameterError
 
 # cleverhans adds this to |f_k| so that a point on the boundary still moves.
 _MIN_STEP = 1e-5
 
 
-def deepfool(
-    logits_fn: LogitsFn,
-    images: tf.Tensor,
-    *,
-    nb_candidate: int = 10,
-    overshoot: float = 0.02,
-    max_iter: int = 50,
-) -> tf.Tensor:
-    """DeepFool adversarial examples for `images`, clipped to [CLIP_MIN, CLIP_MAX]."""
-    adversarial, _ = deepfool_with_steps(
-        logits_fn, images, nb_candidate=nb_candidate, overshoot=overshoot, max_iter=max_iter
-    )
-    return adversarial
+class DeepFool(MinimalPerturbationAttack):
+    """Untargeted L2 DeepFool, clipped to [CLIP_MIN, CLIP_MAX] (cleverhans 3.x semantics).
 
-
-def deepfool_with_steps(
-    logits_fn: LogitsFn,
-    images: tf.Tensor,
-    *,
-    nb_candidate: int = 10,
-    overshoot: float = 0.02,
-    max_iter: int = 50,
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """DeepFool examples and, per example, how many steps it took (int32 [N]).
-
-    An example counts max_iter steps when its label never changed.
+    Hyper-parameters:
+        nb_candidate: Classes considered, the current one included (top logits).
+        overshoot: Overshoot of the final step, (1 + overshoot) * r_tot.
+        max_iter: Iterations at most.
     """
-    if nb_candidate < 2:
-        raise ValueError(f"nb_candidate must be >= 2, got {nb_candidate}")
-    if max_iter < 0:
-        raise ValueError(f"max_iter must be >= 0, got {max_iter}")
-    images = tf.convert_to_tensor(images, tf.float32)
-    num_classes = int(logits_fn(images[:1]).shape[-1])
-    if nb_candidate > num_classes:
-        raise ValueError(f"nb_candidate={nb_candidate} exceeds the {num_classes} classes")
-    return _deepfool_loop(logits_fn, nb_candidate, max_iter)(images, tf.constant(overshoot))
+
+    def __init__(
+        self, *, nb_candidate: int = 10, overshoot: float = 0.02, max_iter: int = 50
+    ) -> None:
+        check_count("nb_candidate", nb_candidate, 2)
+        check_number("overshoot", overshoot, 0)
+        check_count("max_iter", max_iter, 1)
+        self.nb_candidate = nb_candidate
+        self.overshoot = overshoot
+        self.max_iter = max_iter
+
+    def __call__(self, logits_fn: LogitsFn, images: tf.Tensor) -> tf.Tensor:
+        """DeepFool examples for `images`, away from the model's own predictions."""
+        adversarial, _ = self.with_steps(logits_fn, images)
+        return adversarial
+
+    def with_steps(self, logits_fn: LogitsFn, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """DeepFool examples and, per example, how many steps it took (int32 [N]).
+
+        An example counts max_iter steps when its label never changed.
+        """
+        images = tf.convert_to_tensor(images, tf.float32)
+        num_classes = int(logits_fn(images[:1]).shape[-1])
+        if self.nb_candidate > num_classes:
+            raise ParameterError(
+                f"nb_candidate={self.nb_candidate} exceeds the {num_classes} classes",
+                "nb_candidate",
+            )
+        run = _deepfool_loop(logits_fn, self.nb_candidate, self.max_iter)
+        return run(images, tf.constant(self.overshoot))
 
 
-def _deepfool_loop(logits_fn: LogitsFn, nb_candidate: int, max_iter: int):
+def _deepfool_loop(
+    logits_fn: LogitsFn, nb_candidate: int, max_iter: int
+) -> Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
     """The batched DeepFool iteration as a tf.function for this model."""
 
     def closest_boundary(x: tf.Tensor, original: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

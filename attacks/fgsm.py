@@ -7,37 +7,40 @@ import tensorflow as tf
 from cleverhans.tf2.attacks.fast_gradient_method import fast_gradient_method
 
 from attacks import CLIP_MAX, CLIP_MIN, LogitsFn, pixels_to_model
-from attacks.catalog import PAPER_EPSILONS
-
-# The paper's FGSM sets (Table 2, PAPER_EPSILONS); one adversarial set, one output
-# directory, per epsilon.
-__all__ = ["PAPER_EPSILONS", "fgsm"]
+from attacks.kinds import FixedBudgetAttack, check_epsilon
 
 
-def fgsm(
-    logits_fn: LogitsFn,
-    images: tf.Tensor,
-    labels,
-    *,
-    epsilon: float,
-    targeted: bool = False,
-    clip: bool = True,
-) -> tf.Tensor:
-    """One signed-gradient step of `epsilon` pixel units on the cross-entropy of `labels`.
+class FGSM(FixedBudgetAttack):
+    """One signed-gradient step of `epsilon` pixel units on the cross-entropy of the labels.
 
     Untargeted moves away from the (true) labels; targeted moves towards them.
-    With `clip=False` the perturbation is exactly epsilon wherever the gradient is
-    non-zero, before any clipping to the image range.
+
+    Hyper-parameters:
+        epsilon: L-infinity budget in pixel units (the paper's sets: 2, 5, 10).
     """
-    if not 0 < epsilon <= 255:
-        raise ValueError(f"FGSM epsilon must be in (0, 255] pixel units, got {epsilon}")
-    return fast_gradient_method(
-        logits_fn,
-        tf.convert_to_tensor(images, tf.float32),
-        pixels_to_model(epsilon),
-        np.inf,
-        clip_min=CLIP_MIN if clip else None,
-        clip_max=CLIP_MAX if clip else None,
-        y=tf.convert_to_tensor(labels, tf.int64),
-        targeted=targeted,
-    )
+
+    def __init__(self, *, epsilon: float = 2.0) -> None:
+        check_epsilon(epsilon)
+        self.epsilon = epsilon
+
+    def __call__(
+        self,
+        logits_fn: LogitsFn,
+        images: tf.Tensor,
+        labels: tf.Tensor,
+        *,
+        targeted: bool = False,
+        clip: bool = True,
+    ) -> tf.Tensor:
+        """Adversarial images in [-1, 1]; with `clip=False` the perturbation is exactly
+        epsilon wherever the gradient is non-zero, before any clipping to the image range."""
+        return fast_gradient_method(
+            logits_fn,
+            tf.convert_to_tensor(images, tf.float32),
+            pixels_to_model(self.epsilon),
+            np.inf,
+            clip_min=CLIP_MIN if clip else None,
+            clip_max=CLIP_MAX if clip else None,
+            y=tf.convert_to_tensor(labels, tf.int64),
+            targeted=targeted,
+        )

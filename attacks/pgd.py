@@ -7,46 +7,58 @@ import tensorflow as tf
 from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient_descent
 
 from attacks import CLIP_MAX, CLIP_MIN, LogitsFn, pixels_to_model
+from attacks.kinds import FixedBudgetAttack, check_linf_budget
 
-COMPETITION_MAX_EPSILON = 16
-
-
-def check_linf_budget(epsilon: float, step_size: float, steps: int) -> None:
-    """Validate an L-infinity budget given in pixel units."""
-    if not 0 < epsilon <= 255:
-        raise ValueError(f"epsilon must be in (0, 255] pixel units, got {epsilon}")
-    if not 0 < step_size <= epsilon:
-        raise ValueError(f"step size must be in (0, epsilon={epsilon}], got {step_size}")
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+# The competition's budget in pixel units: the default epsilon of PGD and EOT-PGD.
+COMPETITION_MAX_EPSILON = 16.0
 
 
-def pgd(
-    logits_fn: LogitsFn,
-    images: tf.Tensor,
-    labels,
-    *,
-    epsilon: float = COMPETITION_MAX_EPSILON,
-    step_size: float = 2.0,
-    steps: int = 10,
-    targeted: bool = False,
-    random_start: bool = True,
-) -> tf.Tensor:
-    """PGD within an epsilon (pixel units) L-infinity ball, steps of step_size pixel units."""
-    check_linf_budget(epsilon, step_size, steps)
-    radius = pixels_to_model(epsilon)
-    return projected_gradient_descent(
-        logits_fn,
-        tf.convert_to_tensor(images, tf.float32),
-        radius,
-        pixels_to_model(step_size),
-        steps,
-        np.inf,
-        clip_min=CLIP_MIN,
-        clip_max=CLIP_MAX,
-        y=tf.convert_to_tensor(labels, tf.int64),
-        targeted=targeted,
-        rand_init=random_start,
-        rand_minmax=radius if random_start else None,
-        sanity_checks=False,
-    )
+def default_step_size(epsilon: float, step_size: float | None) -> float:
+    """The step size, `epsilon / 8` when None (2 pixel units at the competition's 16)."""
+    return epsilon / 8 if step_size is None else step_size
+
+
+class PGD(FixedBudgetAttack):
+    """PGD within an L-infinity ball, on the cross-entropy of the labels.
+
+    Hyper-parameters:
+        epsilon: L-infinity budget in pixel units (the competition's 16).
+        step_size: Step in pixel units (None: epsilon / 8).
+        steps: Iterations.
+        random_start: Start at a random point of the ball.
+    """
+
+    def __init__(
+        self,
+        *,
+        epsilon: float = COMPETITION_MAX_EPSILON,
+        step_size: float | None = None,
+        steps: int = 10,
+        random_start: bool = True,
+    ) -> None:
+        self.epsilon = epsilon
+        self.step_size = default_step_size(epsilon, step_size)
+        self.steps = steps
+        self.random_start = random_start
+        check_linf_budget(epsilon, self.step_size, steps)
+
+    def __call__(
+        self, logits_fn: LogitsFn, images: tf.Tensor, labels: tf.Tensor, *, targeted: bool = False
+    ) -> tf.Tensor:
+        """Adversarial images in [-1, 1]: away from the labels, or towards them when targeted."""
+        radius = pixels_to_model(self.epsilon)
+        return projected_gradient_descent(
+            logits_fn,
+            tf.convert_to_tensor(images, tf.float32),
+            radius,
+            pixels_to_model(self.step_size),
+            self.steps,
+            np.inf,
+            clip_min=CLIP_MIN,
+            clip_max=CLIP_MAX,
+            y=tf.convert_to_tensor(labels, tf.int64),
+            targeted=targeted,
+            rand_init=self.random_start,
+            rand_minmax=radius if self.random_start else None,
+            sanity_checks=False,
+        )

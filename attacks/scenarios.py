@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import keras
 import numpy as np
+import numpy.typing as npt
 import tensorflow as tf
 
 from attacks.catalog import SCENARIOS
@@ -80,7 +81,7 @@ class TargetModel:
         *,
         out_size: int,
         method: str = "nearest",
-    ):
+    ) -> None:
         self.model = model
         self.patterns = patterns
         self.out_size = out_size
@@ -108,13 +109,13 @@ class TargetModel:
         """Mean logits over the patterns: the ensemble as one classifier."""
         return tf.reduce_mean(self.pattern_logits(images), axis=0)
 
-    def correct_patterns(self, images: tf.Tensor, labels) -> np.ndarray:
+    def correct_patterns(self, images: tf.Tensor, labels: npt.ArrayLike) -> np.ndarray:
         """Per image, how many patterns classify it correctly."""
         predictions = tf.argmax(self.pattern_logits(images), axis=-1).numpy()
         return (predictions == np.asarray(labels)[None, :]).sum(axis=0)
 
 
-def _logits(outputs) -> tf.Tensor:
+def _logits(outputs: Mapping[str, tf.Tensor] | tf.Tensor) -> tf.Tensor:
     logits = outputs["logits"] if isinstance(outputs, Mapping) else outputs
     return tf.cast(logits, tf.float32)
 

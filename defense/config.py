@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
+from typing import Any
 
 from defense.randomization import METHODS, validate_range
 
@@ -38,9 +39,9 @@ class DefenseConfig:
     method: str = "nearest"
     per_image: bool = False
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for item in dataclasses.fields(self):
-            _check_type(item.name, getattr(self, item.name), item.type)
+            _check_type(item.name, getattr(self, item.name), str(item.type))
         if self.randomize:
             validate_range(self.low, self.high, self.out_size)
         if self.method not in METHODS:
@@ -48,9 +49,7 @@ class DefenseConfig:
         if self.num_iterations < 1:
             raise ValueError(f"num_iterations must be >= 1, got {self.num_iterations}")
         if not (math.isfinite(self.flip_probability) and 0 <= self.flip_probability <= 1):
-            raise ValueError(
-                f"flip_probability must be in [0, 1], got {self.flip_probability}"
-            )
+            raise ValueError(f"flip_probability must be in [0, 1], got {self.flip_probability}")
         if not (math.isfinite(self.aux_weight) and self.aux_weight >= 0):
             raise ValueError(f"aux_weight must be finite and >= 0, got {self.aux_weight}")
 
@@ -58,7 +57,7 @@ class DefenseConfig:
         """The size of the images the classifier sees: the canvas, or the images as given."""
         return self.out_size if self.randomize else image_size
 
-    def replace(self, **changes) -> DefenseConfig:
+    def replace(self, **changes: Any) -> DefenseConfig:
         """Copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
 
@@ -72,9 +71,7 @@ def _check_type(name: str, value: object, declared: str) -> None:
     allowed = _TYPES[declared]
     if not isinstance(value, allowed) or (bool not in allowed and isinstance(value, bool)):
         expected = {"str": "a string", "bool": "true or false", "int": "an integer"}
-        raise ValueError(
-            f"{name} must be {expected.get(declared, 'a number')}, got {value!r}"
-        )
+        raise ValueError(f"{name} must be {expected.get(declared, 'a number')}, got {value!r}")
 
 
 def _shipped() -> dict[str, Traversable]:
@@ -108,9 +105,7 @@ def load_config(name_or_path: str) -> DefenseConfig:
     known = {field.name for field in dataclasses.fields(DefenseConfig)}
     unknown = sorted(set(fields) - known - {"description"})
     if unknown:
-        raise ValueError(
-            f"config {source} has unknown keys {unknown}; known keys: {sorted(known)}"
-        )
+        raise ValueError(f"config {source} has unknown keys {unknown}; known keys: {sorted(known)}")
     fields.pop("description", None)
     fields.setdefault("name", source.name.removesuffix(".json"))
     try:

@@ -10,7 +10,7 @@ its checkpoint must hold exactly the variables and shapes the Keras model
 consumes. The download, each member and the whole extraction are capped in size,
 the download has an overall deadline, and an interruption removes the temporary
 folder. Only then are the
-checkpoint files moved into place with `os.replace`, and the lock file records
+checkpoint files moved into place atomically (`defense.files`), and the lock file records
 what was seen so that a later download of a changed file is refused.
 """
 
@@ -37,7 +37,8 @@ from typing import Any, Literal
 from absl import logging
 from tqdm import tqdm
 
-from defense.images import InputError, ensure_writable_dir, write_text_atomic
+from defense.errors import InputError
+from defense.files import ensure_writable_dir, move_into_place, write_text_atomic
 from defense.models import REGISTRY, ModelSpec, expected_shapes, get_spec
 from defense.models.checkpoint import (
     CheckpointError,
@@ -123,7 +124,7 @@ def ensure_checkpoint(
         _check_published_hash(spec, files[-1])
         _verify_manifest(spec, files[-1].parent / spec.checkpoint_file, "the downloaded checkpoint")
         for path in files:  # index (or V1 file) last: it is what makes the checkpoint visible
-            os.replace(path, directory / path.name)
+            move_into_place(path, directory / path.name)
     logging.info("%s: installed %s in %s", spec.name, ", ".join(p.name for p in files), directory)
     if locked is None:
         _record(lock_path, spec.name, url=url, sha256=sha256, size=size)

@@ -1,10 +1,13 @@
-"""The randomized ensemble: many random patterns per image, scores summed, argmax.
+"""The randomized ensemble: the batch driver of `RandomizedDefense`, which the runner uses.
 
 For every iteration an image gets a fresh pattern (and a left-right flip with the
 config's `flip_probability`, 0.5 for the entry); its score is
 `softmax(logits) + aux_weight * softmax(aux_logits)`. All (iteration, image)
 items of a batch go through the network together, in fixed-size chunks that
-bound memory and keep one static input shape, so `tf.function` traces once.
+bound memory and keep one static input shape, so `tf.function` traces once; the
+scores are summed in float64 and the label is their argmax. The patterns, the
+per-item scores and the decision are `RandomizedDefense`'s: for the same seed its
+argmax gives these labels.
 With a `tf.distribute` strategy each replica takes whole chunks of that same shape
 (`defense.distribute`), so the labels do not depend on the number of devices.
 """
@@ -16,20 +19,12 @@ import numpy as np
 import tensorflow as tf
 
 from defense.config import DefenseConfig
-from defense.patterns import draw_patterns, outputs_through_config
-from defense.randomization import Pattern, make_generator
-
-
-def pattern_scores(outputs: dict[str, tf.Tensor], aux_weight: float) -> tf.Tensor:
-    """Per-image score: softmax of the logits plus `aux_weight` times softmax of the aux logits."""
-    scores = tf.nn.softmax(tf.cast(outputs["logits"], tf.float32))
-    if aux_weight and "aux_logits" in outputs:
-        scores += aux_weight * tf.nn.softmax(tf.cast(outputs["aux_logits"], tf.float32))
-    return scores
+from defense.randomization import Pattern
+from defense.randomized_defense import RandomizedDefense
 
 
 class RandomizedEnsemble:
-    """Classify batches of [-1, 1] images with a model behind the randomization layers."""
+    """Classify batches of [-1, 1] images with `RandomizedDefense(model, config)`."""
 
     def __init__(
         self,
@@ -41,17 +36,18 @@ class RandomizedEnsemble:
         chunk_size: int = 32,
         jit_compile: bool = False,
         strategy: tf.distribute.Strategy | None = None,
-    ):
+    ) -> None:
         """`jit_compile` compiles each chunk's forward pass with XLA; `strategy` (for
         example `defense.distribute.mirrored_strategy()`, with the model built in its
         scope) spreads the chunks over its replicas, one chunk per replica at a time."""
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        self.defense = RandomizedDefense(model, config, generator=generator, seed=seed)
         self.model = model
         self.config = config
         self.chunk_size = chunk_size
         self.strategy = strategy
-        self.generator = generator if generator is not None else make_generator(seed)
+        self.generator = self.defense.generator
         self._chunk_scores = tf.function(
             self._scores_of_items, jit_compile=jit_compile, reduce_retracing=True
         )
@@ -60,26 +56,37 @@ class RandomizedEnsemble:
 
     def draw_patterns(self, batch_size: int) -> Pattern:
         """Patterns for every (iteration, image) item, iteration-major (`draw_patterns`)."""
-        return draw_patterns(self.generator, self.config, batch_size, self.config.num_iterations)
+        return self.defense.draw_patterns(batch_size)
 
-    def _scores_of_items(self, images, image_index, size, top, left, flip):
-        items = tf.gather(images, image_index)
-        outputs = outputs_through_config(
-            self.model, items, Pattern(size, top, left, flip), self.config
+    def _scores_of_items(
+        self,
+        images: tf.Tensor,
+        image_index: tf.Tensor,
+        size: tf.Tensor,
+        top: tf.Tensor,
+        left: tf.Tensor,
+        flip: tf.Tensor,
+    ) -> tf.Tensor:
+        return self.defense.item_scores(
+            tf.gather(images, image_index), Pattern(size, top, left, flip)
         )
-        return pattern_scores(outputs, self.config.aux_weight)
 
-    def _run_on_replicas(self, images, *per_replica_fields):
+    def _run_on_replicas(
+        self, images: tf.Tensor, *per_replica_fields: tf.distribute.DistributedValues
+    ) -> tf.distribute.DistributedValues:
         """One chunk per replica, each through `_scores_of_items`."""
+        assert self.strategy is not None, "only traced with a strategy"
         return self.strategy.run(self._chunk_scores, args=(images, *per_replica_fields))
 
-    def _scores_of_chunks(self, images, fields_of_chunks: list[list[tf.Tensor]]) -> list:
+    def _scores_of_chunks(
+        self, images: tf.Tensor, fields_of_chunks: list[list[tf.Tensor]]
+    ) -> list[np.ndarray]:
         """Scores of several equal-shaped chunks: one after another, or one per replica."""
         strategy = self.strategy
         if strategy is None:
             return [self._chunk_scores(images, *fields).numpy() for fields in fields_of_chunks]
 
-        def per_replica(position: int):
+        def per_replica(position: int) -> tf.distribute.DistributedValues:
             return strategy.experimental_distribute_values_from_function(
                 lambda context: fields_of_chunks[context.replica_id_in_sync_group][position]
             )

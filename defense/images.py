@@ -1,4 +1,4 @@
-"""Competition I/O: reading input PNGs robustly and writing label CSVs atomically.
+"""Competition input: reading a directory of PNGs robustly.
 
 Inputs are the `*.png` files of a directory (and files of other image formats,
 which are reported as not PNG). Each is converted to 8-bit RGB (grayscale,
@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import io
 import os
-import secrets
 import stat
-import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 from absl import logging
 from PIL import Image
+
+from defense.errors import InputError
+from defense.files import file_kind
 
 IMAGE_SIZE = 299
 MAX_PIXELS = 4096 * 4096
@@ -39,10 +39,6 @@ _OTHER_FORMATS = {
 
 class ImageError(ValueError):
     """One input file cannot be classified; the message is the reason."""
-
-
-class InputError(ValueError):
-    """The input or output location as a whole is unusable."""
 
 
 @dataclass
@@ -130,8 +126,20 @@ def _to_rgb(image: Image.Image) -> tuple[np.ndarray, list[str]]:
     return np.asarray(image.convert("RGB"), dtype=np.uint8), [note]
 
 
-def read_image(path: str | os.PathLike, size: int = IMAGE_SIZE) -> LoadedImage:
-    """Read one PNG as uint8 RGB of size x size, or raise `ImageError` saying why not."""
+def check_size(width: int, height: int, size: int) -> None:
+    """Refuse an image that is not size x size, where it must not be resized: an attack's
+    budget is per pixel, so attacks and their adversarial sets never resize."""
+    if (width, height) != (size, size):
+        raise ImageError(f"is {width}x{height}, not {size}x{size}")
+
+
+def read_image(
+    path: str | os.PathLike, size: int = IMAGE_SIZE, *, resize: bool = True
+) -> LoadedImage:
+    """Read one PNG as uint8 RGB of size x size, or raise `ImageError` saying why not.
+
+    An image of another size is resized, or with `resize=False` refused (`check_size`).
+    """
     path = Path(path)
     limit = f"file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB"
     try:
@@ -140,7 +148,7 @@ def read_image(path: str | os.PathLike, size: int = IMAGE_SIZE) -> LoadedImage:
         with open(descriptor, "rb") as handle:
             info = os.fstat(handle.fileno())
             if not stat.S_ISREG(info.st_mode):
-                raise ImageError(f"not a regular file ({_file_kind(info.st_mode)})")
+                raise ImageError(f"not a regular file ({file_kind(info.st_mode)})")
             if info.st_size > MAX_FILE_BYTES:
                 raise ImageError(limit)
             data = handle.read(MAX_FILE_BYTES + 1)
@@ -161,6 +169,8 @@ def read_image(path: str | os.PathLike, size: int = IMAGE_SIZE) -> LoadedImage:
                     f"image is {width}x{height} pixels, more than the {MAX_PIXELS}-pixel limit "
                     "(decompression-bomb guard)"
                 )
+            if not resize:
+                check_size(width, height, size)
             image.load()
             pixels, conversions = _to_rgb(image)
     except ImageError:
@@ -191,10 +201,7 @@ def read_batch(
     names, pixels = [], []
     for path in paths:
         try:
-            loaded = read_image(path, size)
-            if loaded.resized_from and not resize:
-                width, height = loaded.resized_from
-                raise ImageError(f"is {width}x{height}, not {size}x{size}")
+            loaded = read_image(path, size, resize=resize)
         except ImageError as error:
             failures[path.name] = str(error)
             logging.error("%s: %s", path.name, error)
@@ -213,135 +220,3 @@ def read_batch(
 def to_model_input(pixels: np.ndarray) -> np.ndarray:
     """uint8 [0, 255] -> float32 [-1, 1], as the slim Inception preprocessing does."""
     return pixels.astype(np.float32) / 255.0 * 2.0 - 1.0
-
-
-def _file_kind(mode: int) -> str:
-    kinds = {
-        stat.S_ISDIR: "a directory",
-        stat.S_ISCHR: "a character device",
-        stat.S_ISBLK: "a block device",
-        stat.S_ISFIFO: "a FIFO",
-        stat.S_ISSOCK: "a socket",
-    }
-    return next((name for test, name in kinds.items() if test(mode)), "not a regular file")
-
-
-def _output_target(path: Path) -> Path:
-    """The file an output path names: a symlink's target (the link is kept), else the path."""
-    return Path(os.path.realpath(path)) if path.is_symlink() else path
-
-
-def _replaceable(path: Path) -> os.stat_result | None:
-    """The status of the file at `path` (links followed) that an atomic write may replace
-    (None: no file). `path` is stat'ed as given, not through its `realpath`: /dev/stdout
-    and other /proc links resolve to names that mean nothing once written to.
-
-    Refuses what replacing would destroy: anything but a regular file (a device such
-    as /dev/null, a FIFO, a directory), a file with other hard links (the rename
-    would detach them) and a read-only file.
-    """
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        return None
-    except OSError as error:
-        raise InputError(f"output path {path}: {error.strerror or error}") from error
-    if stat.S_ISDIR(info.st_mode):
-        raise InputError(f"output path {path} is a directory; give a file name")
-    if not stat.S_ISREG(info.st_mode):
-        raise InputError(
-            f"output path {path} is {_file_kind(info.st_mode)}, not a regular file; "
-            "give the path of a file"
-        )
-    if info.st_nlink > 1:
-        raise InputError(
-            f"output file {path} has {info.st_nlink} hard links, which replacing it would "
-            "detach; remove the other links or give another path"
-        )
-    if not info.st_mode & 0o222:
-        raise InputError(f"output file {path} is read-only; make it writable or give another path")
-    return info
-
-
-def check_output_file(
-    output_file: str | os.PathLike, *, inputs: Sequence[os.PathLike] = ()
-) -> Path:
-    """Fail early when the output file cannot be written where asked, or when writing it
-    would destroy something: one of `inputs`, a device, a linked or read-only file."""
-    path = Path(output_file)
-    _replaceable(path)
-    target = _output_target(path)
-    parent = target.parent if str(target.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"output directory {parent} does not exist")
-    if target.exists() and any(os.path.samefile(target, item) for item in inputs):
-        raise InputError(f"output file {path} is one of the input images; give another path")
-    if not os.access(parent, os.W_OK):
-        raise InputError(f"output directory {parent} is not writable")
-    return path
-
-
-def ensure_writable_dir(folder: str | os.PathLike) -> Path:
-    """Create `folder` if needed and check, by creating a file there, that it takes files."""
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as error:
-        raise InputError(f"{folder} cannot be written: {error.strerror or error}") from error
-    return folder
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make a rename in `directory` durable."""
-    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
-    """Write a file through `write(handle)` into a temporary file, then rename it over `path`.
-
-    A reader never sees a half-written file, and after the call the file and its
-    directory entry are on disk. A symlinked path keeps its link (the target is
-    replaced); an existing file keeps its mode, a new one gets the mode the umask
-    allows. What replacing would destroy is refused (see `check_output_file`).
-    """
-    existing = _replaceable(Path(path))
-    target = _output_target(Path(path))
-    temporary = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
-    # The kernel applies the umask to 0o666, so no process-wide umask change is needed.
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with open(descriptor, "wb") as handle:
-            if existing is not None:
-                os.fchmod(handle.fileno(), stat.S_IMODE(existing.st_mode))
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    _fsync_directory(target.parent)
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write text atomically, as UTF-8; file names that are not UTF-8 keep their bytes."""
-    write_atomic(path, lambda handle: handle.write(text.encode("utf-8", "surrogateescape")))
-
-
-def _csv_field(value: object) -> str:
-    """One CSV field, quoted when it holds a comma, a quote, or a line break (\\r or \\n)."""
-    text = str(value)
-    if any(special in text for special in ',"\r\n'):
-        return '"' + text.replace('"', '""') + '"'
-    return text
-
-
-def write_csv_atomic(path: str | os.PathLike, rows: Iterable[Sequence[object]]) -> None:
-    """Write CSV rows (no header, `\\n` line ends) atomically."""
-    write_text_atomic(path, "".join(",".join(map(_csv_field, row)) + "\n" for row in rows))

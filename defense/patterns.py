@@ -16,7 +16,10 @@ from defense.randomization import Pattern, apply_patterns, sample_patterns
 
 
 def draw_patterns(
-    generator: tf.random.Generator, config: DefenseConfig, batch_size: int, iterations: int
+    generator: tf.random.Generator,
+    config: DefenseConfig,
+    batch_size: int | tf.Tensor,
+    iterations: int,
 ) -> Pattern:
     """Patterns of every (iteration, image) item, iteration-major, [iterations * batch_size].
 

@@ -99,7 +99,9 @@ def sample_patterns(
     return Pattern(size, top, left, flip)
 
 
-def _axis_taps(in_size: int, size, offset, out_size: int, method: str):
+def _axis_taps(
+    in_size: int, size: tf.Tensor, offset: tf.Tensor, out_size: int, method: str
+) -> tuple[tf.Tensor, tf.Tensor | None, tf.Tensor | None, tf.Tensor]:
     """Per output position: source indices, their weights, and whether it lies on the image."""
     position = tf.range(out_size, dtype=tf.int32)[None, :] - offset[:, None]
     inside = (position >= 0) & (position < size[:, None])
@@ -116,12 +118,20 @@ def _axis_taps(in_size: int, size, offset, out_size: int, method: str):
     return lower, upper, source - floor, inside
 
 
-def _along(values, axis: int):
+def _along(values: tf.Tensor, axis: int) -> tf.Tensor:
     """Reshape [N, out] per-position values to broadcast against NHWC along `axis`."""
     return values[:, :, None, None] if axis == 1 else values[:, None, :, None]
 
 
-def _resample_axis(images, in_size: int, size, offset, out_size: int, method: str, axis: int):
+def _resample_axis(
+    images: tf.Tensor,
+    in_size: int,
+    size: tf.Tensor,
+    offset: tf.Tensor,
+    out_size: int,
+    method: str,
+    axis: int,
+) -> tf.Tensor:
     lower, upper, fraction, inside = _axis_taps(in_size, size, offset, out_size, method)
     gathered = tf.gather(images, lower, axis=axis, batch_dims=1)
     if method == "bilinear":
@@ -132,12 +142,12 @@ def _resample_axis(images, in_size: int, size, offset, out_size: int, method: st
 
 
 def resize_and_pad(
-    images,
-    size,
-    top,
-    left,
+    images: tf.Tensor | np.ndarray,
+    size: int | tf.Tensor,
+    top: int | tf.Tensor,
+    left: int | tf.Tensor,
     *,
-    flip=False,
+    flip: bool | tf.Tensor = False,
     out_size: int = 331,
     method: str = "nearest",
 ) -> tf.Tensor:
@@ -157,7 +167,7 @@ def resize_and_pad(
         raise ValueError("images need a static height and width")
     count = tf.shape(images)[0]
 
-    def per_image(value, dtype):
+    def per_image(value: int | bool | tf.Tensor, dtype: tf.DType) -> tf.Tensor:
         return tf.broadcast_to(tf.cast(value, dtype), [count])
 
     size = per_image(size, tf.int32)
@@ -169,7 +179,13 @@ def resize_and_pad(
     return _resample_axis(rows, width, size, left, out_size, method, axis=2)
 
 
-def apply_patterns(images, patterns: Pattern, *, out_size: int = 331, method: str = "nearest"):
+def apply_patterns(
+    images: tf.Tensor | np.ndarray,
+    patterns: Pattern,
+    *,
+    out_size: int = 331,
+    method: str = "nearest",
+) -> tf.Tensor:
     """`resize_and_pad` with one pattern per image."""
     return resize_and_pad(
         images,
@@ -203,8 +219,8 @@ class RandomResizePad(keras.layers.Layer):
         flip_probability: float = 0.0,
         generator: tf.random.Generator | None = None,
         seed: int | None = None,
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         validate_range(low, high, out_size)
         if method not in METHODS:
@@ -216,7 +232,7 @@ class RandomResizePad(keras.layers.Layer):
         self.seed = seed if generator is None else None
         self._generator = generator if generator is not None else make_generator(seed)
 
-    def call(self, images):
+    def call(self, images: tf.Tensor) -> tf.Tensor:
         count = tf.shape(images)[0] if self.per_image else 1
         patterns = sample_patterns(
             self._generator,
@@ -238,10 +254,10 @@ class RandomResizePad(keras.layers.Layer):
             method=self.method,
         )
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
         return (input_shape[0], self.out_size, self.out_size, input_shape[3])
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
             "low": self.low,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +17,8 @@ import numpy as np
 from absl import logging
 from tqdm import tqdm
 
-from defense.images import list_inputs, read_batch, to_model_input, write_csv_atomic
+from defense.files import write_csv_atomic
+from defense.images import list_inputs, read_batch, to_model_input
 
 
 @dataclass
@@ -28,7 +29,9 @@ class RunResult:
     failures: dict[str, str] = field(default_factory=dict)
 
 
-def _rows(labels: dict[str, int], class_names: Sequence[str] | None):
+def _rows(
+    labels: dict[str, int], class_names: Sequence[str] | None
+) -> Iterator[tuple[str, int] | tuple[str, int, str]]:
     for name in sorted(labels):
         label = labels[name]
         yield (name, label) if class_names is None else (name, label, class_names[label])

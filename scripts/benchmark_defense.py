@@ -176,7 +176,7 @@ def time_naive(model, config, images: np.ndarray) -> float:
     """Seconds per image of the original's shape: one eager forward call per pattern per batch."""
     import tensorflow as tf
 
-    from defense.ensemble import pattern_scores
+    from defense.randomized_defense import pattern_scores
 
     rng = np.random.default_rng(FLAGS.seed)
 

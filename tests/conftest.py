@@ -98,6 +98,17 @@ def irv2_checkpoint(
 
 
 @pytest.fixture(scope="session")
+def fgsm_run(irv2_checkpoint, tmp_path_factory):
+    """The FGSM submission at MAX_EPSILON 4 on the generated checkpoint, with true labels
+    and float copies, batches of 2: (inputs, output, checkpoint). Its users share the
+    xdist group "fgsm_run", so it runs once."""
+    from adversarial_helpers import fgsm_submission_run
+
+    inputs, output = fgsm_submission_run(tmp_path_factory.mktemp("fgsm"), irv2_checkpoint)
+    return inputs, output, irv2_checkpoint
+
+
+@pytest.fixture(scope="session")
 def digits():
     """A small CNN trained on scikit-learn's digits (about half a minute), with test data."""
     from digits import train
@@ -128,10 +139,10 @@ def deepfool_run(digits_target, digits_correct):
     """Images, labels, DeepFool examples and per-example steps, at the paper's settings."""
     from digits import DEEPFOOL_IMAGES
 
-    from attacks.deepfool import deepfool_with_steps
+    from attacks.deepfool import DeepFool
 
     images, labels = (a[:DEEPFOOL_IMAGES] for a in digits_correct)
-    adversarial, steps = deepfool_with_steps(digits_target, images)
+    adversarial, steps = DeepFool().with_steps(digits_target, images)
     return images, labels, adversarial.numpy(), steps.numpy()
 
 
@@ -140,10 +151,8 @@ def cw_run(digits_target, digits_correct):
     """Images, labels and untargeted C&W examples with the digits tests' shortened schedule."""
     from digits import CW_FAST_ITERATIONS, CW_IMAGES
 
-    from attacks.carlini_wagner import carlini_wagner_l2
+    from attacks.carlini_wagner import CarliniWagnerL2
 
     images, labels = (a[:CW_IMAGES] for a in digits_correct)
-    adversarial = carlini_wagner_l2(
-        digits_target, images, labels, max_iterations=CW_FAST_ITERATIONS
-    )
+    adversarial = CarliniWagnerL2(max_iterations=CW_FAST_ITERATIONS)(digits_target, images, labels)
     return images, labels, adversarial.numpy()

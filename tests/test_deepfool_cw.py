@@ -14,15 +14,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
-from cleverhans.tf2.attacks.carlini_wagner_l2 import CarliniWagnerL2
+from cleverhans.tf2.attacks.carlini_wagner_l2 import CarliniWagnerL2 as UpstreamCarliniWagnerL2
 from cleverhans.tf2.attacks.carlini_wagner_l2 import (
     carlini_wagner_l2 as upstream_carlini_wagner_l2,
 )
 from digits import CW_FAST_ITERATIONS, NUM_CLASSES
 
 from attacks import CLIP_MAX, CLIP_MIN, LogitsFn, model_to_pixels
-from attacks.carlini_wagner import carlini_wagner_l2
-from attacks.deepfool import deepfool, deepfool_with_steps
+from attacks.carlini_wagner import CarliniWagnerL2
+from attacks.deepfool import DeepFool
 
 # The trained digits CNN is built once per worker: keep its tests on one (pytest-xdist).
 pytestmark = pytest.mark.xdist_group("digits")
@@ -101,7 +101,7 @@ def test_deepfool_follows_the_cleverhans_loop(deepfool_run, digits_target, candi
     """With fewer candidates than classes they are re-ranked at every step, which here
     changes the result of about one image in a hundred."""
     images = deepfool_run[0][::every]
-    ours = deepfool(digits_target, images, nb_candidate=candidates).numpy()
+    ours = DeepFool(nb_candidate=candidates)(digits_target, images).numpy()
     np.testing.assert_allclose(
         ours, cleverhans_deepfool(digits_target, images, candidates), atol=1e-5
     )
@@ -110,7 +110,7 @@ def test_deepfool_follows_the_cleverhans_loop(deepfool_run, digits_target, candi
 def test_deepfool_stops_each_example_when_its_label_changes(deepfool_run, digits_target):
     images, _, adversarial, steps = deepfool_run
     for max_iter in (1, 3):
-        early, early_steps = deepfool_with_steps(digits_target, images, max_iter=max_iter)
+        early, early_steps = DeepFool(max_iter=max_iter).with_steps(digits_target, images)
         np.testing.assert_array_equal(early_steps, np.minimum(steps, max_iter))
         done = steps <= max_iter
         assert done.any() and not done.all()
@@ -122,7 +122,7 @@ def test_deepfool_stops_each_example_when_its_label_changes(deepfool_run, digits
 def test_deepfool_results_do_not_depend_on_the_batch(deepfool_run, digits_target):
     images, _, adversarial, steps = deepfool_run
     pick = np.argsort(steps)[-4:]  # the slowest: batched with the most others before
-    alone, alone_steps = deepfool_with_steps(digits_target, images[pick])
+    alone, alone_steps = DeepFool().with_steps(digits_target, images[pick])
     np.testing.assert_array_equal(alone_steps, steps[pick])
     np.testing.assert_allclose(alone.numpy(), adversarial[pick], atol=1e-4)
 
@@ -131,15 +131,15 @@ def test_deepfool_moves_away_from_the_models_own_prediction(digits, digits_targe
     wrong = predict(digits_target, digits.x_test) != digits.y_test
     images = digits.x_test[wrong]
     assert len(images) > 0
-    adversarial = deepfool(digits_target, images)
+    adversarial = DeepFool()(digits_target, images)
     assert (predict(digits_target, adversarial) != predict(digits_target, images)).all()
 
 
 def test_deepfool_checks_its_candidates(digits_target, digits_correct):
     with pytest.raises(ValueError, match="exceeds the 10 classes"):
-        deepfool(digits_target, digits_correct[0][:2], nb_candidate=NUM_CLASSES + 1)
+        DeepFool(nb_candidate=NUM_CLASSES + 1)(digits_target, digits_correct[0][:2])
     with pytest.raises(ValueError, match="nb_candidate must be >= 2"):
-        deepfool(digits_target, digits_correct[0][:2], nb_candidate=1)
+        DeepFool(nb_candidate=1)
 
 
 @pytest.mark.slow
@@ -167,7 +167,9 @@ def test_upstream_cleverhans_carlini_wagner_fails(digits_target, digits_correct)
     with pytest.raises(TypeError, match="'list' object is not callable"):
         upstream_carlini_wagner_l2(digits_target, images, clip_min=CLIP_MIN, clip_max=CLIP_MAX)
     # Past that (a legacy optimizer), `const` has the images' shape, not [batch] (issue #1205).
-    attack = CarliniWagnerL2(digits_target, clip_min=CLIP_MIN, clip_max=CLIP_MAX, max_iterations=1)
+    attack = UpstreamCarliniWagnerL2(
+        digits_target, clip_min=CLIP_MIN, clip_max=CLIP_MAX, max_iterations=1
+    )
     attack.optimizer = tf_keras.optimizers.Adam(attack.learning_rate)
     with pytest.raises(ValueError, match="Dimensions must be equal"):
         attack.attack(images)
@@ -184,8 +186,8 @@ def test_carlini_wagner_fools_the_undefended_model(cw_run, digits_target):
 
 def test_carlini_wagner_returns_the_originals_where_it_fails(digits_target, digits_correct):
     images, labels = (a[:4] for a in digits_correct)
-    adversarial = carlini_wagner_l2(
-        digits_target, images, labels, binary_search_steps=1, max_iterations=5
+    adversarial = CarliniWagnerL2(binary_search_steps=1, max_iterations=5)(
+        digits_target, images, labels
     )
     np.testing.assert_array_equal(adversarial.numpy(), images)
 
@@ -193,8 +195,8 @@ def test_carlini_wagner_returns_the_originals_where_it_fails(digits_target, digi
 def test_carlini_wagner_keeps_the_confidence_margin(digits_target, digits_correct):
     images, labels = (a[:10] for a in digits_correct)
     confidence = 3.0
-    adversarial = carlini_wagner_l2(
-        digits_target, images, labels, confidence=confidence, max_iterations=CW_FAST_ITERATIONS
+    adversarial = CarliniWagnerL2(confidence=confidence, max_iterations=CW_FAST_ITERATIONS)(
+        digits_target, images, labels
     )
     changed = l2(adversarial, images) > 0
     assert changed.sum() >= 8
@@ -207,11 +209,9 @@ def test_carlini_wagner_keeps_the_confidence_margin(digits_target, digits_correc
 def test_carlini_wagner_results_do_not_depend_on_the_batch(digits_target, digits_correct):
     images, labels = (a[:6] for a in digits_correct)
     settings = {"max_iterations": 30, "binary_search_steps": 3}
-    together = carlini_wagner_l2(digits_target, images, labels, **settings).numpy()
-    apart = [
-        carlini_wagner_l2(digits_target, images[i : i + 3], labels[i : i + 3], **settings)
-        for i in (0, 3)
-    ]
+    attack = CarliniWagnerL2(**settings)
+    together = attack(digits_target, images, labels).numpy()
+    apart = [attack(digits_target, images[i : i + 3], labels[i : i + 3]) for i in (0, 3)]
     np.testing.assert_allclose(np.concatenate(apart), together, atol=1e-4)
 
 
@@ -220,14 +220,8 @@ def test_carlini_wagner_targeted_reaches_the_targets(digits_target, digits_corre
     targets = (labels + 1 + np.arange(len(labels)) % (NUM_CLASSES - 1)) % NUM_CLASSES
     # Adam moves each value by about learning_rate per step: 100 steps of 5e-3 reach
     # only 75% of these targets, 100 steps of 1e-2 (or 300 of 5e-3) all of them.
-    adversarial = carlini_wagner_l2(
-        digits_target,
-        images,
-        targets,
-        targeted=True,
-        learning_rate=1e-2,
-        max_iterations=CW_FAST_ITERATIONS,
-    )
+    attack = CarliniWagnerL2(learning_rate=1e-2, max_iterations=CW_FAST_ITERATIONS)
+    adversarial = attack(digits_target, images, targets, targeted=True)
     assert np.mean(predict(digits_target, adversarial) == targets) >= 0.9
 
 
@@ -255,7 +249,7 @@ def test_carlini_wagner_agrees_with_foolbox(cw_run, digits_target, foolbox_model
 @pytest.mark.slow
 def test_carlini_wagner_with_the_papers_hyperparameters(cw_run, digits_target):
     images, labels, fast = (a[:CW_FULL_IMAGES] for a in cw_run)
-    adversarial = carlini_wagner_l2(digits_target, images, labels).numpy()
+    adversarial = CarliniWagnerL2()(digits_target, images, labels).numpy()
     assert (predict(digits_target, adversarial) != labels).all()
     # Ten times the Adam steps per constant: no larger, and not much smaller (about 5%).
     full, short = np.median(l2(adversarial, images)), np.median(l2(fast, images))

@@ -1,31 +1,19 @@
-"""EOT-PGD: exact EOT gradients, budget, reproducibility, and that it breaks the defense."""
+"""EOT-PGD: PGD on the defense's EOT gradient; budget, reproducibility, and that it breaks it."""
 
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from attacks import pixels_to_model
-from attacks.eot import EOTPGD, eot_pgd
-from attacks.pgd import pgd
+from attacks.eot import EOTPGD
+from attacks.pgd import PGD
 from attacks.scenarios import build_scenario, target_model
-from defense.config import DefenseConfig
 from defense.ensemble import RandomizedEnsemble
-from defense.randomization import resize_and_pad
-from tiny_models import tiny_classifier
+from defense.randomized_defense import RandomizedDefense
+from tiny_models import TINY_DEFENSE, tiny_classifier
 
 # The trained digits CNN is built once per worker: keep its tests on one (pytest-xdist).
 pytestmark = pytest.mark.xdist_group("digits")
-
-TINY = DefenseConfig(
-    name="tiny",
-    low=12,
-    high=16,
-    out_size=16,
-    num_iterations=8,
-    flip_probability=0.5,
-    aux_weight=0.4,
-)
 
 
 @pytest.fixture(scope="module")
@@ -42,67 +30,26 @@ def images():
 LABELS = np.array([1, 4, 7])
 
 
-def loop_of_single_patterns(model, config, images, labels, attack):
-    """The EOT gradient one (sample, image) at a time, from the patterns `attack` draws."""
-    cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits
-    total = np.zeros_like(images)
-    for chunk in range(attack.num_chunks):
-        patterns = attack.draw_patterns(len(images))
-        valid = min(attack.chunk_size, attack.samples - chunk * attack.chunk_size)
-        for item in range(valid * len(images)):
-            index = item % len(images)
-            image = tf.constant(images[index : index + 1])
-            with tf.GradientTape() as tape:
-                tape.watch(image)
-                seen = tf.reverse(image, [2]) if patterns.flip[item] else image
-                if config.randomize:
-                    size, top, left = (int(f[item]) for f in patterns[:3])
-                    seen = resize_and_pad(
-                        seen, size, top, left, out_size=config.out_size, method=config.method
-                    )
-                outputs = model(seen)
-                label = labels[index : index + 1]
-                loss = cross_entropy(label, outputs["logits"])
-                loss += config.aux_weight * cross_entropy(label, outputs["aux_logits"])
-            total[index] += tape.gradient(loss, image).numpy()[0]
-    return total / attack.samples
+def attack(model, images, labels, *, config=TINY_DEFENSE, seed=None, chunk_size=None, **params):
+    """EOT-PGD with `params` on `model` behind the defense `config`."""
+    defense = RandomizedDefense(model, config, chunk_size=chunk_size, seed=seed)
+    targeted = params.pop("targeted", False)
+    return EOTPGD(**params)(defense, images, labels, targeted=targeted)
 
 
-@pytest.mark.parametrize(
-    ("changes", "chunk_size"),
-    [
-        ({}, None),
-        ({"per_image": True, "method": "bilinear"}, 2),
-        ({"randomize": False}, 4),
-    ],
-)
-def test_gradient_is_the_mean_over_single_patterns(tiny_model, images, changes, chunk_size):
-    config = TINY.replace(**changes)
-    attack = EOTPGD(tiny_model, config, samples=5, chunk_size=chunk_size, seed=3)
-    gradient = attack.gradient(images, LABELS).numpy()
-    replay = EOTPGD(tiny_model, config, samples=5, chunk_size=chunk_size, seed=3)
-    expected = loop_of_single_patterns(tiny_model, config, images, LABELS, replay)
-    np.testing.assert_allclose(gradient, expected, rtol=1e-4, atol=1e-6)
-
-
-def test_chunks_are_equal_and_cover_the_samples(tiny_model):
-    attack = EOTPGD(tiny_model, TINY, samples=30, chunk_size=8)
-    assert (attack.num_chunks, attack.chunk_size) == (4, 8)
-    attack = EOTPGD(tiny_model, TINY, samples=30, chunk_size=16)
-    assert (attack.num_chunks, attack.chunk_size) == (2, 15)
-    assert EOTPGD(tiny_model, TINY, samples=30).num_chunks == 1
-
-
-def test_flips_are_drawn_only_when_the_config_flips(tiny_model):
-    flips = EOTPGD(tiny_model, TINY, samples=400, seed=1).draw_patterns(1).flip.numpy()
-    assert 0.4 < flips.mean() < 0.6
-    still = EOTPGD(tiny_model, TINY.replace(flip_probability=0.0), samples=400, seed=1)
-    assert not still.draw_patterns(1).flip.numpy().any()
+def test_it_is_pgd_on_the_defense_eot_gradient(tiny_model, images):
+    """One step without a random start: the sign of `RandomizedDefense.loss_gradient`."""
+    adversarial = attack(tiny_model, images, LABELS, seed=3, steps=1, samples=4, random_start=False)
+    gradient = RandomizedDefense(tiny_model, TINY_DEFENSE, seed=3).loss_gradient(
+        images, LABELS, samples=4
+    )
+    expected = np.clip(images + pixels_to_model(2.0) * np.sign(gradient.numpy()), -1, 1)
+    np.testing.assert_allclose(adversarial.numpy(), expected, atol=1e-6)
 
 
 def test_perturbation_stays_in_the_ball_and_the_image_range(tiny_model, images):
-    adversarial = eot_pgd(
-        tiny_model, images, LABELS, config=TINY, epsilon=8, step_size=3, steps=4, samples=4, seed=0
+    adversarial = attack(
+        tiny_model, images, LABELS, epsilon=8, step_size=3, steps=4, samples=4, seed=0
     ).numpy()
     distance = np.abs(adversarial - images).max()
     assert pixels_to_model(5) < distance <= pixels_to_model(8) + 1e-6
@@ -111,24 +58,22 @@ def test_perturbation_stays_in_the_ball_and_the_image_range(tiny_model, images):
 
 
 def test_seed_reproduces_and_one_trace_serves_every_step(tiny_model, images):
-    def run(seed, **budget):
-        attack = EOTPGD(tiny_model, TINY, samples=5, chunk_size=2, seed=seed)
-        adversarial = attack(images, LABELS, epsilon=8, steps=3, **budget).numpy()
-        return attack, adversarial
+    def run(seed):
+        defense = RandomizedDefense(tiny_model, TINY_DEFENSE, chunk_size=2, seed=seed)
+        adversarial = EOTPGD(epsilon=8, steps=3, samples=5)(defense, images, LABELS).numpy()
+        return defense, adversarial
 
-    attack, first = run(5)
+    defense, first = run(5)
     np.testing.assert_array_equal(first, run(5)[1])
     assert not np.array_equal(first, run(None)[1])
-    attack(images, LABELS, epsilon=4, step_size=1, steps=2, targeted=True)
-    assert attack._chunk_gradient.experimental_get_tracing_count() == 1
+    EOTPGD(epsilon=4, step_size=1, steps=2, samples=5)(defense, images, LABELS, targeted=True)
+    assert defense._chunk_gradient.experimental_get_tracing_count() == 1
 
 
 def test_targeted_raises_the_defense_score_of_the_target(tiny_model, images):
     targets = np.array([2, 2, 9])
-    adversarial = eot_pgd(
-        tiny_model, images, targets, config=TINY, epsilon=16, steps=5, samples=8, targeted=True
-    )
-    defense = RandomizedEnsemble(tiny_model, TINY, seed=11)
+    adversarial = attack(tiny_model, images, targets, epsilon=16, steps=5, samples=8, targeted=True)
+    defense = RandomizedEnsemble(tiny_model, TINY_DEFENSE, seed=11)
     before = defense.scores(images)[np.arange(3), targets]
     after = defense.scores(adversarial.numpy())[np.arange(3), targets]
     assert (after > before).all()
@@ -137,21 +82,20 @@ def test_targeted_raises_the_defense_score_of_the_target(tiny_model, images):
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"samples": 0}, "samples"),
-        ({"chunk_size": 0}, "chunk_size"),
-        ({"epsilon": 0}, "epsilon"),
-        ({"step_size": 20}, "step size"),
-        ({"steps": 0}, "steps"),
+        ({"samples": 0}, "samples must be >= 1"),
+        ({"epsilon": 0}, "epsilon must be in"),
+        ({"step_size": 20}, "step_size must be in"),
+        ({"steps": 0}, "steps must be >= 1"),
     ],
 )
-def test_invalid_settings_are_refused(tiny_model, images, options, message):
+def test_invalid_hyper_parameters_are_refused_when_the_attack_is_made(options, message):
     with pytest.raises(ValueError, match=message):
-        eot_pgd(tiny_model, images, LABELS, config=TINY, **options)
+        EOTPGD(**options)
 
 
 def test_one_label_per_image(tiny_model, images):
     with pytest.raises(ValueError, match="one label per image"):
-        eot_pgd(tiny_model, images, LABELS[:2], config=TINY, steps=1, samples=1)
+        attack(tiny_model, images, LABELS[:2], steps=1, samples=1)
 
 
 # The digits CNN behind the defense scaled to 32 -> 36 (30 patterns, no flip). At an
@@ -167,14 +111,13 @@ def digits_attacked(digits):
 
     images, labels = digits.x_test[:IMAGES], digits.y_test[:IMAGES]
     budget = {"epsilon": EPSILON, "step_size": STEP_SIZE, "steps": STEPS}
-    eot = eot_pgd(
-        digits.model, images, labels, config=DEFENSE, samples=SAMPLES, seed=1, **budget
-    ).numpy()
+    eot = attack(digits.model, images, labels, config=DEFENSE, samples=SAMPLES, seed=1, **budget)
+    eot = eot.numpy()
     keras.utils.set_random_seed(1)
     vanilla = target_model(
         digits.model, build_scenario("vanilla", input_size=INPUT_SIZE, out_size=OUT_SIZE)
     )
-    transferred = pgd(vanilla.logits, images, labels, **budget).numpy()
+    transferred = PGD(**budget)(vanilla.logits, images, labels).numpy()
 
     def defense_accuracy(candidates):
         defense = RandomizedEnsemble(digits.model, DEFENSE, seed=2)

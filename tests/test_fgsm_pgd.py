@@ -7,8 +7,10 @@ import tensorflow as tf
 from digits import INPUT_SIZE, NUM_CLASSES, OUT_SIZE
 
 from attacks import CLIP_MAX, CLIP_MIN, pixels_to_model
-from attacks.fgsm import PAPER_EPSILONS, fgsm
-from attacks.pgd import check_linf_budget, pgd
+from attacks.catalog import PAPER_EPSILONS
+from attacks.fgsm import FGSM
+from attacks.kinds import check_linf_budget
+from attacks.pgd import PGD
 from attacks.scenarios import build_scenario, target_model
 
 # The trained digits CNN is built once per worker: keep its tests on one (pytest-xdist).
@@ -29,20 +31,20 @@ def accuracy(logits_fn, images, labels) -> float:
 @pytest.mark.parametrize("epsilon", PAPER_EPSILONS)
 def test_fgsm_moves_every_value_by_exactly_epsilon_before_clipping(digits_target, sample, epsilon):
     images, labels = sample
-    raw = fgsm(digits_target, images, labels, epsilon=epsilon, clip=False).numpy()
+    raw = FGSM(epsilon=epsilon)(digits_target, images, labels, clip=False).numpy()
     step = np.abs(raw - images)
     moved = step > 0
     assert moved.mean() > 0.5
     np.testing.assert_allclose(step[moved], pixels_to_model(epsilon), rtol=1e-5)
-    clipped = fgsm(digits_target, images, labels, epsilon=epsilon).numpy()
+    clipped = FGSM(epsilon=epsilon)(digits_target, images, labels).numpy()
     np.testing.assert_array_equal(clipped, np.clip(raw, CLIP_MIN, CLIP_MAX))
 
 
 def test_fgsm_untargeted_lowers_and_targeted_raises(digits_target, sample):
     images, labels = sample
-    assert accuracy(digits_target, fgsm(digits_target, images, labels, epsilon=24), labels) < 0.5
+    assert accuracy(digits_target, FGSM(epsilon=24)(digits_target, images, labels), labels) < 0.5
     targets = (labels + 3) % NUM_CLASSES
-    towards = fgsm(digits_target, images, targets, epsilon=24, targeted=True)
+    towards = FGSM(epsilon=24)(digits_target, images, targets, targeted=True)
     before = tf.nn.log_softmax(digits_target(tf.constant(images))).numpy()
     after = tf.nn.log_softmax(digits_target(towards)).numpy()
     rows = np.arange(len(targets))
@@ -50,18 +52,18 @@ def test_fgsm_untargeted_lowers_and_targeted_raises(digits_target, sample):
 
 
 @pytest.mark.parametrize("epsilon", [0, -1, 256])
-def test_fgsm_refuses_epsilons_outside_the_pixel_range(digits_target, sample, epsilon):
+def test_fgsm_refuses_epsilons_outside_the_pixel_range(epsilon):
     with pytest.raises(ValueError, match=r"epsilon must be in \(0, 255\] pixel units"):
-        fgsm(digits_target, sample[0], sample[1], epsilon=epsilon)
+        FGSM(epsilon=epsilon)
 
 
 def test_pgd_stays_in_its_ball_and_beats_fgsm(digits_target, sample):
     images, labels = sample
     tf.random.set_seed(0)
-    adversarial = pgd(digits_target, images, labels, epsilon=16, step_size=4, steps=10).numpy()
+    adversarial = PGD(epsilon=16, step_size=4, steps=10)(digits_target, images, labels).numpy()
     assert np.abs(adversarial - images).max() <= pixels_to_model(16) + 1e-6
     assert adversarial.min() >= CLIP_MIN and adversarial.max() <= CLIP_MAX
-    one_step = fgsm(digits_target, images, labels, epsilon=16)
+    one_step = FGSM(epsilon=16)(digits_target, images, labels)
     assert accuracy(digits_target, adversarial, labels) < accuracy(digits_target, one_step, labels)
 
 
@@ -69,7 +71,7 @@ def test_pgd_stays_in_its_ball_and_beats_fgsm(digits_target, sample):
     ("budget", "message"),
     [
         ((0, 1, 1), "epsilon must be in"),
-        ((16, 17, 1), r"step size must be in \(0, epsilon=16\]"),
+        ((16, 17, 1), r"step_size must be in \(0, epsilon=16\]"),
         ((16, 2, 0), "steps must be >= 1"),
     ],
 )
@@ -93,5 +95,5 @@ def test_ensemble_scenario_is_attacked_through_its_mean_logits(digits, sample):
         CLIP_MIN,
         CLIP_MAX,
     )
-    ours = fgsm(ensemble.logits, images[:8], labels[:8], epsilon=8).numpy()
+    ours = FGSM(epsilon=8)(ensemble.logits, images[:8], labels[:8]).numpy()
     np.testing.assert_allclose(ours, expected, atol=1e-6)

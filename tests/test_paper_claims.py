@@ -13,7 +13,7 @@ import pytest
 from digits import DEFENSE, INPUT_SIZE, OUT_SIZE, accuracy
 
 from attacks.evaluation import evaluate
-from attacks.fgsm import fgsm
+from attacks.fgsm import FGSM
 from attacks.scenarios import build_scenario
 from defense.ensemble import RandomizedEnsemble
 from defense.randomization import make_generator
@@ -40,7 +40,7 @@ def table(digits, digits_target, deepfool_run, cw_run):
     scenario = build_scenario("vanilla", input_size=INPUT_SIZE, out_size=OUT_SIZE)
     images, labels = deepfool_run[:2]
     sets = {
-        f"FGSM-{eps}": (images, labels, fgsm(digits_target, images, labels, epsilon=eps).numpy())
+        f"FGSM-{eps}": (images, labels, FGSM(epsilon=eps)(digits_target, images, labels).numpy())
         for eps in FGSM_EPSILONS
     }
     sets["DeepFool"] = (images, labels, deepfool_run[2])
@@ -102,15 +102,20 @@ def test_a_deepfool_set_is_judged_from_disk_as_floats_and_as_pngs(
     this model rounding does not undo it (it does where perturbations are near one
     pixel unit, as on ImageNet-sized inputs).
     """
-    from attacks.dataset import write_npy_atomic, write_png_atomic
-    from attacks.deepfool import deepfool
-    from attacks.evaluation import evaluate_batches, read_adversarial_set
-    from attacks.generate import FLOAT_DIR, to_outputs
+    from attacks.adversarial_set import (
+        FLOAT_DIR,
+        read_adversarial_set,
+        write_npy_atomic,
+        write_png_atomic,
+    )
+    from attacks.deepfool import DeepFool
+    from attacks.evaluation import evaluate_batches
+    from attacks.generate import to_outputs
     from defense.images import to_model_input
 
     images, labels = (a[:50] for a in digits_correct)
     pixels = np.rint((images + 1.0) * 127.5).astype(np.uint8)
-    adversarial = deepfool(digits_target, to_model_input(pixels)).numpy()
+    adversarial = DeepFool()(digits_target, to_model_input(pixels)).numpy()
     floats, rounded = to_outputs(pixels, adversarial, None)
     (tmp_path / FLOAT_DIR).mkdir()
     names = [f"{i:03d}.png" for i in range(len(labels))]

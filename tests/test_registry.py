@@ -47,3 +47,12 @@ def test_outputs_are_float32_in_every_precision(precision):
     for name in ("ens_adv_inception_resnet_v2", "inception_v3", "resnet_v2_101"):
         outputs = models.build(name, precision=precision)(images)
         assert {str(value.dtype.name) for value in outputs.values()} == {"float32"}, name
+
+
+def test_build_options_a_net_does_not_take_are_refused_by_name():
+    from defense.errors import ParameterError
+    from defense.models import get_spec
+
+    get_spec("ens_adv_inception_resnet_v2").check_options({"aux_head": "tf_models"})
+    with pytest.raises(ParameterError, match=r"^aux_head does not apply to resnet_v2_101$"):
+        get_spec("resnet_v2_101").check_options({"aux_head": "tf_models"})

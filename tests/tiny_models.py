@@ -1,12 +1,26 @@
-"""The small stand-in classifiers of the unit tests, built one way.
+"""The small stand-ins of the unit tests, built one way: a classifier and a defense config.
 
 A convolution, a global average pool and dense logits (and aux logits): the output
-dict of the registry's models, any input size, weights fixed by the seed.
+dict of the registry's models, any input size, weights fixed by the seed. The
+defense scaled down to 12x12 images on a 16x16 canvas (flips and an aux weight as
+the challenge's) goes with it.
 """
 
 from __future__ import annotations
 
 import keras
+
+from defense.config import DefenseConfig
+
+TINY_DEFENSE = DefenseConfig(
+    name="tiny",
+    low=12,
+    high=16,
+    out_size=16,
+    num_iterations=8,
+    flip_probability=0.5,
+    aux_weight=0.4,
+)
 
 
 def tiny_classifier(

@@ -44,20 +44,6 @@ flags.DEFINE_string("output_file", None, "Also write the result as JSON here.")
 PROGRAM = "evaluate_adversarial"
 
 
-def _recorded_settings(directory: Path) -> dict:
-    """The settings the set was made with (its settings.json), or none."""
-    from attacks.generate import SETTINGS_FILE
-    from defense.images import InputError
-
-    path = directory / SETTINGS_FILE
-    if not path.exists():
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))["settings"]
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise InputError(f"cannot read {path}: {error}") from error
-
-
 def main(argv: list[str]) -> int:
     """Evaluate the set as the flags say; return the exit status."""
     if len(argv) > 1:
@@ -65,15 +51,18 @@ def main(argv: list[str]) -> int:
     if not FLAGS.adversarial_dir:
         return cli.fail(PROGRAM, "--adversarial_dir is required")
     cli.import_tensorflow()
+    from attacks.adversarial_set import read_adversarial_set, read_settings
     from attacks.dataset import read_labels
-    from attacks.evaluation import evaluate_batches, read_adversarial_set
+    from attacks.evaluation import evaluate_batches
     from attacks.scenarios import build_scenario
     from defense import models
     from defense.config import load_config
-    from defense.images import InputError, check_output_file, write_text_atomic
+    from defense.errors import InputError
+    from defense.files import check_output_file, write_text_atomic
+
     directory = Path(FLAGS.adversarial_dir)
     try:
-        recorded = _recorded_settings(directory)
+        recorded = read_settings(directory)
         spec = models.get_spec(FLAGS.model or recorded.get("model", "ens_adv_inception_resnet_v2"))
         scenario_name = FLAGS.scenario or recorded.get("scenario", "vanilla")
         if scenario_name not in SCENARIOS:
@@ -98,7 +87,7 @@ def main(argv: list[str]) -> int:
             seed=FLAGS.seed,
         )
     except (ValueError, InputError, models.CheckpointError) as error:
-        return cli.fail(PROGRAM, str(error))
+        return cli.fail(PROGRAM, error)
     defense = (
         f"{config.name} config, {FLAGS.runs} run(s)"
         if scenario.randomized_defense

@@ -14,11 +14,12 @@ could not be written any more, 130 when interrupted; what was finished is kept.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 from absl import flags, logging
 
-from attacks.catalog import ATTACKS, DEFAULTS, EOT_DEFAULT_CONFIG, SCENARIOS
+from attacks.catalog import ATTACKS, DEFENSE, EOT_DEFAULT_CONFIG, SCENARIOS, HyperParameter
 from defense import cli
 
 FLAGS = flags.FLAGS
@@ -30,23 +31,34 @@ flags.DEFINE_string(
     "True labels: `<filename>,<label>` CSV or the NIPS 2017 dataset CSV (TrueLabel). "
     "Without it, untargeted attacks attack the model's own prediction.",
 )
-flags.DEFINE_string("attack", None, f"One of: {', '.join(ATTACKS)}.")
 flags.DEFINE_string(
-    "scenario", "vanilla", f"Target model (not eot_pgd): one of {', '.join(SCENARIOS)}."
+    "attack",
+    None,
+    "One of: "
+    + "; ".join(f"{name} ({entry.kind}, on the {entry.target})" for name, entry in ATTACKS.items())
+    + ".",
+)
+_ON_DEFENSE = ", ".join(name for name, entry in ATTACKS.items() if entry.target == DEFENSE)
+flags.DEFINE_string(
+    "scenario",
+    "vanilla",
+    f"Target model (not {_ON_DEFENSE}): one of {', '.join(SCENARIOS)}.",
 )
 flags.DEFINE_string("model", "ens_adv_inception_resnet_v2", "Registry model name.")
 flags.DEFINE_string("checkpoint_path", None, cli.CHECKPOINT_PATH_HELP)
 flags.DEFINE_string(
     "config",
     None,
-    f"eot_pgd only: the defense attacked (challenge, paper, none or a .json path; "
+    f"{_ON_DEFENSE} only: the defense attacked (challenge, paper, none or a .json path; "
     f"default {EOT_DEFAULT_CONFIG}).",
 )
 flags.DEFINE_integer(
-    "num_iterations", None, "eot_pgd only: patterns per image when judging success."
+    "num_iterations", None, f"{_ON_DEFENSE} only: patterns per image when judging success."
 )
 flags.DEFINE_integer(
-    "chunk_size", None, "eot_pgd only: patterns per forward pass (bounds memory); default all."
+    "chunk_size",
+    None,
+    f"{_ON_DEFENSE} only: patterns per forward pass (bounds memory); default all.",
 )
 flags.DEFINE_boolean("targeted", False, "Targeted attack (not deepfool).")
 flags.DEFINE_string(
@@ -67,32 +79,28 @@ flags.DEFINE_integer("seed", None, "Seed for random starts and patterns (default
 flags.DEFINE_boolean("progress", True, "Show a progress bar on stderr.")
 
 
-def _help(name: str, text: str) -> str:
-    """Help text naming the attacks a hyper-parameter applies to, with their defaults."""
-    defaults = ", ".join(
-        f"{attack} {DEFAULTS[attack][name]}" for attack in ATTACKS if name in DEFAULTS[attack]
-    )
-    return f"{text}. Defaults: {defaults}."
+def _hyper_parameters() -> dict[str, list[tuple[str, HyperParameter]]]:
+    """Every hyper-parameter name of the catalog, with the attacks taking it."""
+    taken: dict[str, list[tuple[str, HyperParameter]]] = {}
+    for attack, entry in ATTACKS.items():
+        for param in entry.declaration.parameters:
+            taken.setdefault(param.name, []).append((attack, param))
+    return taken
 
 
-_PARAM_FLAGS = {
-    "epsilon": (flags.DEFINE_float, "L-infinity budget in pixel units (--max_epsilon if given)"),
-    "step_size": (flags.DEFINE_float, "Step in pixel units (None: epsilon / 8)"),
-    "steps": (flags.DEFINE_integer, "Iterations"),
-    "samples": (flags.DEFINE_integer, "Random patterns per EOT gradient"),
-    "random_start": (flags.DEFINE_boolean, "Start at a random point of the ball"),
-    "nb_candidate": (flags.DEFINE_integer, "DeepFool: classes considered"),
-    "overshoot": (flags.DEFINE_float, "DeepFool: overshoot"),
-    "max_iter": (flags.DEFINE_integer, "DeepFool: iterations"),
-    "confidence": (flags.DEFINE_float, "C&W: logit margin"),
-    "learning_rate": (flags.DEFINE_float, "C&W: Adam learning rate"),
-    "binary_search_steps": (flags.DEFINE_integer, "C&W: binary search steps over the constant"),
-    "max_iterations": (flags.DEFINE_integer, "C&W: iterations per search step"),
-    "initial_const": (flags.DEFINE_float, "C&W: initial constant"),
-    "abort_early": (flags.DEFINE_boolean, "C&W: stop a search step when the loss stalls"),
+_DEFINERS: dict[type, Callable[..., object]] = {
+    float: flags.DEFINE_float,
+    int: flags.DEFINE_integer,
+    bool: flags.DEFINE_boolean,
 }
-for _name, (_define, _text) in _PARAM_FLAGS.items():
-    _define(_name, None, _help(_name, _text))
+_PARAM_FLAGS = _hyper_parameters()
+for _name, _uses in _PARAM_FLAGS.items():
+    _types = {param.type for _, param in _uses}
+    if len(_types) != 1:
+        raise TypeError(f"hyper-parameter {_name} has different types across attacks: {_types}")
+    _defaults = ", ".join(f"{attack} {param.default}" for attack, param in _uses)
+    _note = " Without it, --max_epsilon if given." if _name == "epsilon" else ""
+    _DEFINERS[_types.pop()](_name, None, f"{_uses[0][1].help}{_note} Defaults: {_defaults}.")
 
 PROGRAM = "generate_adversarial"
 
@@ -106,19 +114,20 @@ def main(argv: list[str]) -> int:
     cli.import_tensorflow()
     import keras
 
+    from attacks.adversarial_set import RunRecord
     from attacks.dataset import labels_for, read_labels, read_targets
     from attacks.generate import (
         Attacker,
-        RunRecord,
         check_image_sizes,
+        check_run_options,
         generate_directory,
-        labels_digest,
-        make_settings,
         pending_images,
         prepare_output_dir,
     )
+    from attacks.settings import labels_digest, make_settings
     from defense import models
-    from defense.images import InputError, list_inputs
+    from defense.errors import InputError
+    from defense.images import list_inputs
     from defense.models.checkpoint import checkpoint_digest
 
     try:
@@ -133,12 +142,9 @@ def main(argv: list[str]) -> int:
             targeted=FLAGS.targeted,
             max_epsilon=FLAGS.max_epsilon,
         )
-        for name in ("num_iterations", "chunk_size"):
-            if FLAGS[name].value is not None:
-                if settings.attack != "eot_pgd":
-                    raise ValueError(f"--{name} applies to eot_pgd only")
-                if FLAGS[name].value < 1:
-                    raise ValueError(f"--{name} must be >= 1, got {FLAGS[name].value}")
+        check_run_options(
+            settings, num_iterations=FLAGS.num_iterations, chunk_size=FLAGS.chunk_size
+        )
         if FLAGS.target_file and not settings.targeted:
             raise ValueError("--target_file applies to --targeted attacks only")
         listing = list_inputs(FLAGS.input_dir)
@@ -156,7 +162,7 @@ def main(argv: list[str]) -> int:
             targets = labels_for(names, read_targets(target_file), source=target_file)
         check_image_sizes(listing.images, settings.image_size)
     except (ValueError, InputError) as error:
-        return cli.fail(PROGRAM, str(error))
+        return cli.fail(PROGRAM, error)
     spec = models.get_spec(settings.model)
     checkpoint = FLAGS.checkpoint_path or cli.default_checkpoint(spec.checkpoint_file)
     try:
@@ -170,7 +176,7 @@ def main(argv: list[str]) -> int:
         output_dir = prepare_output_dir(FLAGS.output_dir, FLAGS.input_dir)
         record = RunRecord(output_dir, settings)
     except (ValueError, InputError) as error:
-        return cli.fail(PROGRAM, f"{error}{cli.output_hint()}")
+        return cli.fail(PROGRAM, f"{cli.in_flags(error)}{cli.output_hint()}")
     ignored = [path.name for path in listing.ignored if path != target_file]
     if ignored:
         logging.warning(

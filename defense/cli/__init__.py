@@ -19,6 +19,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, TypeVar
 
+from defense.errors import ParameterError
+
 if TYPE_CHECKING:
     from defense.models import ModelSpec
 
@@ -42,9 +44,20 @@ TENSORFLOW_NOISE = (
 )
 
 
-def fail(program: str, message: str) -> int:
-    """Print a one-paragraph error on stderr and return the fatal exit code."""
-    print(f"{program}: error: {message}", file=sys.stderr)
+def in_flags(problem: str | Exception, flag_names: Mapping[str, str] | None = None) -> str:
+    """A problem as a command says it: a `ParameterError`'s parameters as its flags
+    (`--name`, or `--flag_names[name]` where the flag is spelled differently)."""
+    if isinstance(problem, ParameterError):
+        names = flag_names or {}
+        return problem.spelled(lambda name: f"--{names.get(name, name)}")
+    return str(problem)
+
+
+def fail(
+    program: str, problem: str | Exception, *, flag_names: Mapping[str, str] | None = None
+) -> int:
+    """Print a one-paragraph error on stderr (in flags, `in_flags`); return the fatal exit code."""
+    print(f"{program}: error: {in_flags(problem, flag_names)}", file=sys.stderr)
     return EXIT_FATAL
 
 
@@ -82,7 +95,7 @@ def run_writing(program: str, output: object, work: Callable[[], T]) -> T | int:
     """Run `work`, which writes `output` as it goes; a full disk, an unwritable file or
     an interruption becomes one message (exit 2, or 130 when interrupted), and what
     was finished before stays in `output`."""
-    from defense.images import InputError
+    from defense.errors import InputError
 
     try:
         return work()

@@ -11,7 +11,6 @@ finished before a stop.
 from __future__ import annotations
 
 import contextlib
-import inspect
 
 from absl import flags, logging
 
@@ -62,7 +61,9 @@ def main(argv: list[str]) -> int:
 
     cli.import_tensorflow()
     from defense.config import load_config
-    from defense.images import InputError, check_output_file, list_inputs
+    from defense.errors import InputError, ParameterError
+    from defense.files import check_output_file
+    from defense.images import list_inputs
     from defense.models import CheckpointError, get_spec
 
     try:
@@ -85,11 +86,11 @@ def main(argv: list[str]) -> int:
     from defense.labels import class_names
     from defense.runner import classify_directory
 
-    options = {}
-    if FLAGS["aux_head"].present:
-        if "aux_head" not in inspect.signature(spec.build).parameters:
-            return cli.fail(PROGRAM, f"--aux_head applies to Inception-ResNet-v2, not {spec.name}")
-        options["aux_head"] = FLAGS.aux_head
+    options = {"aux_head": FLAGS.aux_head} if FLAGS["aux_head"].present else {}
+    try:
+        spec.check_options(options)
+    except ParameterError as error:
+        return cli.fail(PROGRAM, error)
     try:
         strategy = mirrored_strategy() if FLAGS.strategy == "mirrored" else None
     except NoGPUError as error:

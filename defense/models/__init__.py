@@ -8,6 +8,7 @@ slim net has an aux head).
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import keras
 
@@ -20,7 +21,7 @@ POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixe
 PRECISIONS = tuple(POLICIES)
 
 
-def build(name: str, *, precision: str = "float32", **options) -> keras.Model:
+def build(name: str, *, precision: str = "float32", **options: Any) -> keras.Model:
     """Build registry model `name` with uninitialised weights.
 
     `precision="bfloat16"` or `"float16"` computes in that type with float32 weights
@@ -28,6 +29,7 @@ def build(name: str, *, precision: str = "float32", **options) -> keras.Model:
     float32 either way.
     """
     spec = get_spec(name)
+    spec.check_options(options)
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     previous = keras.config.dtype_policy()
@@ -44,13 +46,13 @@ def build(name: str, *, precision: str = "float32", **options) -> keras.Model:
     return model
 
 
-def expected_shapes(name: str, **options) -> dict[str, tuple[int, ...]]:
+def expected_shapes(name: str, **options: Any) -> dict[str, tuple[int, ...]]:
     """Slim variable names and shapes that registry model `name` consumes."""
     return {key: tuple(var.shape) for key, var in slim_variables(build(name, **options)).items()}
 
 
 def load(
-    name: str, checkpoint_path: str | os.PathLike, *, precision: str = "float32", **options
+    name: str, checkpoint_path: str | os.PathLike, *, precision: str = "float32", **options: Any
 ) -> keras.Model:
     """Build registry model `name` and assign it strictly from a slim checkpoint."""
     spec = get_spec(name)

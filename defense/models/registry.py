@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import keras
 
+from defense.errors import ParameterError
 from defense.models import inception_resnet_v2, inception_v3, resnet_v2
 
 CHECKPOINT_BASE_URL = "https://download.tensorflow.org/models/"
@@ -26,6 +28,17 @@ class ModelSpec:
     num_parameters: int
     tarball_sha256: str | None = None
     checkpoint_sha1: str | None = None
+
+    def check_options(self, options: Mapping[str, object]) -> None:
+        """Refuse build options this net does not take (aux_head is Inception-ResNet-v2's)."""
+        taken = [
+            name
+            for name, param in inspect.signature(self.build).parameters.items()
+            if param.kind is inspect.Parameter.KEYWORD_ONLY
+        ]
+        foreign = sorted(set(options) - set(taken))
+        if foreign:
+            raise ParameterError(f"{', '.join(foreign)} does not apply to {self.name}", *foreign)
 
     @property
     def url(self) -> str:

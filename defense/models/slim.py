@@ -35,7 +35,7 @@ def scope_of(layer: keras.layers.Layer) -> str:
 
 
 def conv(
-    x,
+    x: keras.KerasTensor,
     filters: int,
     kernel: int | tuple[int, int],
     scope: str,
@@ -47,7 +47,7 @@ def conv(
     bn_epsilon: float = 1e-3,
     bn_scope: str = "BatchNorm",
     activation: str | None = "relu",
-):
+) -> keras.KerasTensor:
     """slim.conv2d: convolution, optional batch norm (no bias then), optional activation."""
     x = layers.Conv2D(
         filters,
@@ -66,7 +66,7 @@ def conv(
     return x
 
 
-def fully_connected(x, units: int, scope: str):
+def fully_connected(x: keras.KerasTensor, units: int, scope: str) -> keras.KerasTensor:
     """slim.fully_connected without activation (a 2-D `weights` matrix and `biases`).
 
     Always computed in float32: classifier outputs stay float32 under mixed precision.
@@ -91,7 +91,14 @@ def slim_variables(model: keras.Model) -> dict[str, keras.Variable]:
     return variables
 
 
-def batch_norm(x, scope: str, *, scale: bool, epsilon: float, activation: str | None = "relu"):
+def batch_norm(
+    x: keras.KerasTensor,
+    scope: str,
+    *,
+    scale: bool,
+    epsilon: float,
+    activation: str | None = "relu",
+) -> keras.KerasTensor:
     """slim.batch_norm on its own (no conv), its variables directly under `scope`.
 
     ResNet-v2's `preact` and `postnorm` norms are such standalone layers.

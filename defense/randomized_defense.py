@@ -1,0 +1,187 @@
+"""The randomized defense as one differentiable Keras model: images in, scores out.
+
+`RandomizedDefense(model, config)` puts the config's randomization in front of
+`model` and averages the per-pattern scores `softmax(logits) + aux_weight *
+softmax(aux_logits)` over `samples` fresh patterns, drawn at every call. Unlike
+Keras' random layers it randomizes at inference too: the randomness is the
+defense. Its argmax is the defense's decision rule: for the same seed it draws
+the patterns `RandomizedEnsemble` (the batch driver the runner uses) draws, and
+gives its labels.
+
+Its gradient is the gradient of the mean over the drawn patterns: an
+Expectation-over-Transformation estimate (Athalye et al., ICML 2018), which is
+what makes it attackable by any gradient attack, and why it must be attacked
+that way to be evaluated honestly. `loss_gradient` is the EOT gradient of the
+per-pattern cross-entropy that EOT-PGD follows. Both run the patterns in equal
+chunks (`chunk_size` patterns per image per pass) so that memory is bounded:
+`call` recomputes each chunk's forward pass during backpropagation
+(`tf.recompute_grad`) instead of keeping every chunk's activations.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from defense.config import DefenseConfig
+from defense.patterns import draw_patterns, outputs_through_config
+from defense.randomization import Pattern, make_generator
+
+OUTPUTS = ("scores", "log_scores")
+
+
+def pattern_scores(outputs: dict[str, tf.Tensor], aux_weight: float) -> tf.Tensor:
+    """Per-item score: softmax of the logits plus `aux_weight` times softmax of the aux logits."""
+    scores = tf.nn.softmax(tf.cast(outputs["logits"], tf.float32))
+    if aux_weight and "aux_logits" in outputs:
+        scores += aux_weight * tf.nn.softmax(tf.cast(outputs["aux_logits"], tf.float32))
+    return scores
+
+
+def pattern_losses(
+    outputs: dict[str, tf.Tensor], labels: tf.Tensor, aux_weight: float
+) -> tf.Tensor:
+    """Per-item cross-entropy of the logits, plus `aux_weight` times that of the aux logits.
+
+    The loss behind the per-pattern score (and slim's own training loss, which
+    weights the aux head 0.4 too).
+    """
+
+    def cross_entropy(logits: tf.Tensor) -> tf.Tensor:
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels, tf.cast(logits, tf.float32))
+
+    losses = cross_entropy(outputs["logits"])
+    if aux_weight and "aux_logits" in outputs:
+        losses += aux_weight * cross_entropy(outputs["aux_logits"])
+    return losses
+
+
+def equal_chunks(samples: int, chunk_size: int | None) -> tuple[int, int]:
+    """(number of chunks, patterns per chunk): equal chunks of at most `chunk_size`
+    (default: one chunk) covering `samples`; the last chunk's surplus is weighted 0."""
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    count = -(-samples // (chunk_size or samples))
+    return count, -(-samples // count)
+
+
+class RandomizedDefense(keras.Model):
+    """`model` behind the randomization of `config`: [-1, 1] NHWC images in, [N, classes] out.
+
+    Each call averages the scores of `samples` (default: the config's
+    `num_iterations`) fresh patterns per image; `output="log_scores"` returns
+    their logarithm instead, logits of the same decision for attack suites that
+    take logits. Patterns come from `generator`, or one seeded with `seed`, or
+    (default) one from OS entropy.
+    """
+
+    def __init__(
+        self,
+        model: keras.Model,
+        config: DefenseConfig,
+        *,
+        samples: int | None = None,
+        chunk_size: int | None = None,
+        output: str = "scores",
+        generator: tf.random.Generator | None = None,
+        seed: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+        self.classifier = model
+        self.config = config
+        self.samples = config.num_iterations if samples is None else samples
+        self.chunk_size = chunk_size
+        self.num_chunks, self.patterns_per_chunk = equal_chunks(self.samples, chunk_size)
+        self.output_kind = output
+        self.generator = generator if generator is not None else make_generator(seed)
+        self._chunk_gradient = tf.function(self._loss_gradient_of_chunk)
+
+    def draw_patterns(self, batch_size: int | tf.Tensor, samples: int | None = None) -> Pattern:
+        """`samples` (default: all of a call's) patterns per image, sample-major, as the
+        defense draws them (`defense.patterns.draw_patterns`)."""
+        count = self.samples if samples is None else samples
+        return draw_patterns(self.generator, self.config, batch_size, count)
+
+    def item_outputs(self, items: tf.Tensor, patterns: Pattern) -> dict[str, tf.Tensor]:
+        """The classifier's outputs for `items`, item i seen through pattern i."""
+        return outputs_through_config(self.classifier, items, patterns, self.config)
+
+    def item_scores(self, items: tf.Tensor, patterns: Pattern) -> tf.Tensor:
+        """Per-item scores [M, classes], item i seen through pattern i."""
+        return pattern_scores(self.item_outputs(items, patterns), self.config.aux_weight)
+
+    def _chunk_weights(self, chunk: int, batch_size: int | tf.Tensor) -> tf.Tensor:
+        """1 for the chunk's real samples, 0 for the surplus of the last chunk, per item."""
+        valid = min(self.patterns_per_chunk, self.samples - chunk * self.patterns_per_chunk)
+        sample = tf.range(self.patterns_per_chunk * batch_size) // batch_size
+        return tf.cast(sample < valid, tf.float32)
+
+    def call(self, images: tf.Tensor) -> tf.Tensor:
+        images = tf.convert_to_tensor(images, tf.float32)
+        # [N, H, W, 3] -> [N, classes]; N may be unknown when traced (Keras' predict).
+        batch_size = images.shape[0] if images.shape[0] is not None else tf.shape(images)[0]
+        total = None
+        for chunk in range(self.num_chunks):
+            patterns = self.draw_patterns(batch_size, self.patterns_per_chunk)
+            weights = self._chunk_weights(chunk, batch_size)
+
+            def chunk_sum(
+                images: tf.Tensor, patterns: Pattern = patterns, weights: tf.Tensor = weights
+            ) -> tf.Tensor:
+                # [chunk * N, H, W, 3] -> [chunk * N, classes] -> [N, classes]
+                items = tf.tile(images, [self.patterns_per_chunk, 1, 1, 1])
+                scores = self.item_scores(items, patterns) * weights[:, None]
+                return tf.reduce_sum(
+                    tf.reshape(scores, [self.patterns_per_chunk, batch_size, -1]), axis=0
+                )
+
+            step = tf.recompute_grad(chunk_sum) if self.num_chunks > 1 else chunk_sum
+            total = step(images) if total is None else total + step(images)
+        assert total is not None, "there is at least one chunk"
+        scores = total / self.samples
+        return tf.math.log(scores) if self.output_kind == "log_scores" else scores
+
+    def _loss_gradient_of_chunk(
+        self, images: tf.Tensor, labels: tf.Tensor, patterns_per_chunk: int, valid: tf.Tensor
+    ) -> tf.Tensor:
+        """Gradient of the summed loss over one chunk's first `valid` patterns per image."""
+        batch_size = int(images.shape[0])
+        patterns = self.draw_patterns(batch_size, patterns_per_chunk)
+        sample = tf.range(patterns_per_chunk * batch_size) // batch_size
+        weights = tf.cast(sample < valid, tf.float32)
+        with tf.GradientTape() as tape:
+            tape.watch(images)
+            items = tf.tile(images, [patterns_per_chunk, 1, 1, 1])
+            losses = pattern_losses(
+                self.item_outputs(items, patterns),
+                tf.tile(labels, [patterns_per_chunk]),
+                self.config.aux_weight,
+            )
+            loss = tf.reduce_sum(weights * losses)
+        return tape.gradient(loss, images)
+
+    def loss_gradient(
+        self, images: tf.Tensor, labels: tf.Tensor, *, samples: int | None = None
+    ) -> tf.Tensor:
+        """Per image, the gradient of the loss of `labels` averaged over `samples`
+        (default: a call's) fresh patterns: the EOT gradient, chunk by chunk."""
+        images = tf.convert_to_tensor(images, tf.float32)
+        labels = tf.convert_to_tensor(labels, tf.int64)
+        if images.shape.rank != 4 or None in images.shape:
+            raise ValueError(f"images must be NHWC with a static shape, got {images.shape}")
+        if labels.shape != images.shape[:1]:
+            raise ValueError(f"need one label per image, got {labels.shape} for {images.shape}")
+        count = self.samples if samples is None else samples
+        num_chunks, per_chunk = equal_chunks(count, self.chunk_size)
+        total = tf.zeros_like(images)
+        for chunk in range(num_chunks):
+            valid = min(per_chunk, count - chunk * per_chunk)
+            total += self._chunk_gradient(images, labels, per_chunk, tf.constant(valid))
+        return total / count
