@@ -400,4 +400,5 @@ def test_every_architecture_runs(model, config, input_dir, tmp_path):
             "--aux_head",
             "tf_models",
         )
-        assert wrong.returncode == 2 and "--aux_head does not apply to resnet_v2_101" in wrong.stderr
+        assert wrong.returncode == 2
+        assert "--aux_head does not apply to resnet_v2_101" in wrong.stderr
