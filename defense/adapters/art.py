@@ -1,0 +1,189 @@
+"""The defense in the Adversarial Robustness Toolbox (ART, Trusted-AI, 1.20): the
+randomization as ART preprocessing defences in front of a `TensorFlowV2Classifier`.
+
+ART has no random resize-and-pad defence and no such Expectation-over-Transformation
+(EoT) transform: `RandomizationPreprocessor` applies one fresh pattern per call
+(per batch or per image, as the config says), and `EoTRandomizationPreprocessor`
+draws `samples` patterns per image and returns N x samples images with their
+labels repeated, as ART's own `EoTTensorFlowV2` transforms do. Both are
+differentiable TensorFlow ops, run by the classifier inside the same
+`GradientTape` as the model, so ART's gradient attacks (PGD, FGSM, ...) follow
+the exact random draw; through the EoT preprocessor they follow the gradient of
+the loss averaged over the patterns.
+
+Inputs are images in [-1, 1], the model's own range (`clip_values=(-1, 1)`), so the
+zero padding is the defense's (0 is gray there); convert [0, 1] images with
+`x * 2 - 1` before handing them to ART. Labels are the model's logits columns: for
+slim models slim labels, 0 = background and slim = ImageNet 0..999 + 1
+(`defense.labels.imagenet_to_slim`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import keras
+import numpy as np
+import tensorflow as tf
+from art.defences.postprocessor import Postprocessor
+from art.defences.preprocessor.preprocessor import PreprocessorTensorFlowV2
+from art.estimators.classification import TensorFlowV2Classifier
+from art.preprocessing.expectation_over_transformation.tensorflow import EoTTensorFlowV2
+from scipy.special import log_softmax, logsumexp
+
+from defense.adapters import logits_width
+from defense.config import DefenseConfig
+from defense.patterns import draw_patterns
+from defense.randomization import Pattern, apply_patterns, make_generator
+
+CLIP_VALUES = (-1.0, 1.0)
+
+
+def seen_through(images: tf.Tensor, patterns: Pattern, config: DefenseConfig) -> tf.Tensor:
+    """`images` [N, H, W, 3], image i through pattern i: flipped, resized and padded onto
+    the config's canvas, or (a config that does not randomize) only flipped."""
+    if config.randomize:
+        return apply_patterns(images, patterns, out_size=config.out_size, method=config.method)
+    return tf.where(patterns.flip[:, None, None, None], tf.reverse(images, axis=[2]), images)
+
+
+class RandomizationPreprocessor(PreprocessorTensorFlowV2):
+    """The defense's randomization as an ART preprocessing defence: a fresh pattern per
+    call, shared by the batch or (`config.per_image`) one per image.
+
+    Applied at prediction only (`apply_fit=False`, `apply_predict=True`). Patterns come
+    from `generator`, or one seeded with `seed`, or (default) one from OS entropy.
+    """
+
+    params: ClassVar[list[str]] = ["config"]
+
+    def __init__(
+        self,
+        config: DefenseConfig,
+        *,
+        generator: tf.random.Generator | None = None,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(is_fitted=True, apply_fit=False, apply_predict=True)
+        self.config = config
+        self.generator = generator if generator is not None else make_generator(seed)
+
+    def forward(self, x: tf.Tensor, y: Any = None) -> tuple[tf.Tensor, Any]:
+        """`x` [N, H, W, 3] through one draw of patterns; `y` unchanged."""
+        x = tf.convert_to_tensor(x, tf.float32)
+        patterns = draw_patterns(self.generator, self.config, int(x.shape[0]), 1)
+        return seen_through(x, patterns, self.config), y
+
+
+class EoTRandomizationPreprocessor(EoTTensorFlowV2):
+    """Expectation over the defense's patterns: each image through `samples` fresh
+    patterns, image-major (image 0's samples first), labels repeated to match.
+
+    ART's `EoTTensorFlowV2` transforms one image and one sample at a time; this
+    draws every pattern of a call at once, as the defense does (`samples` per
+    image, shared by the batch unless `config.per_image`), and resizes them in one
+    op. A loss over the N x samples outputs is the EoT loss, its gradient the EoT
+    gradient. Applied at prediction only.
+    """
+
+    params: ClassVar[list[str]] = ["nb_samples", "clip_values", "config"]
+
+    def __init__(
+        self,
+        config: DefenseConfig,
+        *,
+        samples: int,
+        generator: tf.random.Generator | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if not isinstance(samples, int) or samples < 1:
+            raise ValueError(f"samples must be an integer >= 1, got {samples!r}")
+        super().__init__(nb_samples=samples, clip_values=CLIP_VALUES)
+        self.config = config
+        self.generator = generator if generator is not None else make_generator(seed)
+
+    def _transform(self, x: tf.Tensor, y: Any, **kwargs: Any) -> tuple[tf.Tensor, Any]:
+        """Items `x` [M, H, W, 3], item i through pattern i of `kwargs["patterns"]`."""
+        return seen_through(x, kwargs["patterns"], self.config), y
+
+    def forward(self, x: tf.Tensor, y: Any = None) -> tuple[tf.Tensor, Any]:
+        """`x` [N, H, W, 3] as [N * samples, ...] patterned items; `y` repeated alike."""
+        x = tf.convert_to_tensor(x, tf.float32)
+        count, samples = int(x.shape[0]), self.nb_samples
+        # draw_patterns is sample-major ([samples, N] flattened); ART's EoT is image-major.
+        patterns = Pattern(
+            *(
+                tf.reshape(tf.transpose(tf.reshape(field, [samples, count])), [-1])
+                for field in draw_patterns(self.generator, self.config, count, samples)
+            )
+        )
+        labels = None if y is None else tf.repeat(y, samples, axis=0)
+        return self._transform(tf.repeat(x, samples, axis=0), labels, patterns=patterns)
+
+
+class MeanOverPatterns(Postprocessor):
+    """ART predictions of N x `samples` EoT rows back to N: the log of the mean softmax
+    over each image's samples, logits of the averaged decision (argmax = the class
+    with the highest mean probability, the defense's rule without an aux head)."""
+
+    params: ClassVar[list[str]] = ["samples"]
+
+    def __init__(self, samples: int) -> None:
+        super().__init__(is_fitted=True, apply_fit=False, apply_predict=True)
+        self.samples = samples
+
+    def __call__(self, preds: np.ndarray) -> np.ndarray:
+        logits = np.asarray(preds, np.float64).reshape(-1, self.samples, preds.shape[-1])
+        mean = logsumexp(log_softmax(logits, axis=-1), axis=1) - np.log(self.samples)
+        return mean.astype(preds.dtype)
+
+
+def art_classifier(
+    model: keras.Model,
+    config: DefenseConfig,
+    *,
+    samples: int = 1,
+    image_size: int = 299,
+    seed: int | None = None,
+) -> TensorFlowV2Classifier:
+    """`model` behind the randomization of `config` as an ART `TensorFlowV2Classifier`.
+
+    ART passes image_size x image_size images in [-1, 1] (`clip_values=(-1, 1)`);
+    `nb_classes` is the width of the model's logits, so labels are the model's (slim
+    labels for slim models: ImageNet 0..999 + 1). The loss is the sparse
+    cross-entropy of the "logits" output only: ART's loss ignores the aux head and
+    `config.aux_weight`. With `samples=1` the preprocessing defence is
+    `RandomizationPreprocessor` (one fresh pattern per call); with more it is
+    `EoTRandomizationPreprocessor`, and `predict` then returns one row per image,
+    the log of the mean softmax over its samples (`MeanOverPatterns`).
+    """
+    if not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"samples must be an integer >= 1, got {samples!r}")
+    seen_size = config.model_input_size(image_size)
+    model_size = model.input_shape[1]
+    if model_size is not None and model_size != seen_size:
+        raise ValueError(
+            f"image_size={image_size} gives the model {seen_size}x{seen_size} inputs "
+            f"under config {config.name!r}, but it takes {model_size}x{model_size}"
+        )
+
+    @tf.function(reduce_retracing=True)
+    def logits(images: tf.Tensor, training: bool = False) -> tf.Tensor:
+        return model(images, training=training)["logits"]
+
+    preprocessor: PreprocessorTensorFlowV2
+    postprocessors = []
+    if samples == 1:
+        preprocessor = RandomizationPreprocessor(config, seed=seed)
+    else:
+        preprocessor = EoTRandomizationPreprocessor(config, samples=samples, seed=seed)
+        postprocessors.append(MeanOverPatterns(samples))
+    return TensorFlowV2Classifier(
+        model=logits,
+        nb_classes=logits_width(model),
+        input_shape=(image_size, image_size, 3),
+        loss_object=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        clip_values=CLIP_VALUES,
+        preprocessing_defences=[preprocessor],
+        postprocessing_defences=postprocessors,
+    )
