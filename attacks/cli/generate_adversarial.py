@@ -20,6 +20,7 @@ from pathlib import Path
 from absl import flags, logging
 
 from attacks.catalog import ATTACKS, DEFENSE, EOT_DEFAULT_CONFIG, SCENARIOS, HyperParameter
+from attacks.kinds import FIXED_BUDGET
 from defense import cli
 
 FLAGS = flags.FLAGS
@@ -71,7 +72,9 @@ flags.DEFINE_float(
     "max_epsilon",
     None,
     "Clip outputs into this L-infinity ball (pixel units) around the inputs, as the "
-    "competition does; also the default epsilon of fgsm, pgd and eot_pgd.",
+    "competition does; also the default epsilon of the fixed-budget attacks ("
+    + ", ".join(name for name, entry in ATTACKS.items() if entry.kind == FIXED_BUDGET)
+    + ").",
 )
 flags.DEFINE_integer("batch_size", 16, "Images per batch.")
 flags.DEFINE_boolean("save_float", False, "Also write the float adversarial as float/<name>.npy.")
