@@ -25,6 +25,8 @@ COMMANDS = [
     ("generate_adversarial", "attacks.cli.generate_adversarial"),
     ("evaluate_adversarial", "attacks.cli.evaluate_adversarial"),
     ("run_competition", "attacks.cli.run_competition"),
+    ("reproduce_paper", "attacks.cli.reproduce_paper"),
+    ("make_dataset", "attacks.cli.make_dataset"),
 ]
 
 setup(
@@ -57,6 +59,7 @@ setup(
         "pillow>=10.3",
         "absl-py>=2.1",
         "tqdm>=4.66",
+        "matplotlib>=3.8",
         "cleverhans==4.0.0",
     ],
     extras_require={

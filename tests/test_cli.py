@@ -18,6 +18,8 @@ COMMANDS = {
     "generate_adversarial": "attacks.cli.generate_adversarial",
     "evaluate_adversarial": "attacks.cli.evaluate_adversarial",
     "run_competition": "attacks.cli.run_competition",
+    "reproduce_paper": "attacks.cli.reproduce_paper",
+    "make_dataset": "attacks.cli.make_dataset",
 }
 
 

@@ -1,0 +1,254 @@
+"""`reproduce_paper`: the paper's Tables 1-6 computed from a dataset directory and checkpoints.
+
+Every cell of a table's layout (models x attack rows, target model and defense
+model; Table 1: clean accuracy without and with randomization) is computed with
+the paper's settings: FGSM 2/5/10, DeepFool and C&W on the table's scenario, the
+`paper` defense config, 3 runs averaged, float adversarials (--source=png judges
+the uint8-rounded ones); plus an adaptive row, EOT-PGD on the defense itself.
+Tables 4-6 use a 500-image subset (--subset_dir, or drawn from the dataset with
+--subset_seed).
+
+Each finished cell is stored at once in OUTPUT_DIR/results.jsonl, so a rerun
+computes only the missing cells; a results file made with other settings is
+refused, not mixed. Writes OUTPUT_DIR/tables.txt (each table in the paper's
+layout with the paper's number and the difference beside every cell, also printed),
+OUTPUT_DIR/plots/table<N>.{png,pdf} (grouped bars) and plots/figure1.{png,pdf}
+(a Figure-1 triptych of one image).
+
+Exit status: 0 when every cell is done, 2 when nothing could run (bad flags,
+dataset, labels, checkpoints, a results file of other settings) or an output
+could not be written, 130 when interrupted; finished cells are kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from absl import flags, logging
+
+from attacks.paper.tables import (
+    ATTACK_ROWS,
+    EOT_CHUNK_SIZE,
+    PAPER_MODELS,
+    ROWS,
+    SUBSET_IMAGES,
+    TABLES,
+    parse_overrides,
+    parse_rows,
+    parse_tables,
+)
+from defense import cli
+from defense.errors import ParameterError
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("table", None, f"Tables to reproduce, among {', '.join(map(str, TABLES))}.")
+flags.DEFINE_boolean("all", False, "Reproduce every table (1-6).")
+flags.DEFINE_string(
+    "dataset_dir",
+    None,
+    "The dataset: 299x299 PNGs the models classify correctly (make_dataset --select_correct).",
+)
+flags.DEFINE_string(
+    "labels_file",
+    None,
+    "True labels (dataset CSV or `<filename>,<label>` lines); default DATASET_DIR/dataset.csv.",
+)
+flags.DEFINE_string(
+    "subset_dir",
+    None,
+    "The 500-image subset of Tables 4-6 (labels from its dataset.csv, else --labels_file); "
+    "default: --subset_size images drawn from the dataset with --subset_seed.",
+)
+flags.DEFINE_integer("subset_size", SUBSET_IMAGES, "Images of the drawn subset.")
+flags.DEFINE_integer("subset_seed", 0, "Seed of the drawn subset.")
+flags.DEFINE_string("output_dir", None, "Where results.jsonl, tables.txt and plots/ go.")
+flags.DEFINE_list("models", None, f"Registry models; default {','.join(PAPER_MODELS)}.")
+flags.DEFINE_string(
+    "checkpoint_dir",
+    None,
+    f"Folder of the slim checkpoints; default ${cli.CHECKPOINT_DIR_ENV}, "
+    f"else ./{cli.DEFAULT_CHECKPOINT_DIR}.",
+)
+flags.DEFINE_string(
+    "model_factory",
+    None,
+    "MODULE:FUNCTION returning a model set (attacks.paper.models.ModelEntry by name) "
+    "instead of registry models, e.g. a small test model; --models then picks among it.",
+)
+flags.DEFINE_string("config", "paper", "Defense config of the registry models (the paper's).")
+flags.DEFINE_list("attacks", None, f"Attack rows; default all of {','.join(ATTACK_ROWS)}.")
+flags.DEFINE_integer("limit", None, "Use only the first LIMIT images of each table's set.")
+flags.DEFINE_enum(
+    "source",
+    "float",
+    ["float", "png"],
+    "Judge the float adversarials (the paper's) or their uint8 PNG rounding.",
+)
+flags.DEFINE_integer("runs", 3, "Defense runs with fresh patterns, averaged.")
+flags.DEFINE_integer("seed", 0, "Seed of the defense's patterns and the attacks' randomness.")
+flags.DEFINE_integer("batch_size", 16, "Images per batch.")
+flags.DEFINE_integer(
+    "chunk_size",
+    EOT_CHUNK_SIZE,
+    "EOT-PGD: patterns per image per forward pass (bounds memory; recorded with its cells).",
+)
+flags.DEFINE_multi_string(
+    "override",
+    [],
+    "ROW.PARAM=VALUE: replace a row's attack setting (e.g. cw.max_iterations=100); "
+    "recorded with each cell. Repeatable.",
+)
+flags.DEFINE_boolean("figure", True, "Draw the Figure-1 triptych.")
+flags.DEFINE_string("figure_image", None, "Image of the triptych; default the dataset's first.")
+flags.DEFINE_string("figure_model", None, "Model of the triptych; default the first model.")
+flags.DEFINE_enum(
+    "figure_attack",
+    "fgsm-10",
+    [row for row in ROWS if row not in ("clean", "adaptive")],
+    "Attack row of the triptych.",
+)
+flags.DEFINE_boolean("progress", True, "Show a progress bar over the cells on stderr.")
+
+PROGRAM = "reproduce_paper"
+FLAG_NAMES = {"tables": "table", "overrides": "override"}
+
+
+def _label_space(models: Mapping[str, Any]) -> tuple[int, int]:
+    """(first label, number of classes) every model of the set can take."""
+    first = max(entry.first_label for entry in models.values())
+    last = min(len(entry.class_names) - 1 for entry in models.values())
+    return first, last - first + 1
+
+
+def main(argv: list[str]) -> int:
+    """Compute the missing cells of the chosen tables and write the tables and plots."""
+    if len(argv) > 1:
+        return cli.fail(PROGRAM, f"unexpected arguments: {' '.join(argv[1:])}")
+    if not (FLAGS.dataset_dir and FLAGS.output_dir):
+        return cli.fail(PROGRAM, "--dataset_dir and --output_dir are required")
+    try:
+        if FLAGS.all and FLAGS.table:
+            raise ParameterError("give tables or all, not both", "tables", "all")
+        if not (FLAGS.all or FLAGS.table):
+            raise ParameterError("no tables given: tables=1,...,6 or all", "tables", "all")
+        tables = parse_tables(["all"] if FLAGS.all else FLAGS.table)
+        rows = parse_rows(FLAGS.attacks) if FLAGS.attacks is not None else list(ATTACK_ROWS)
+        overrides = parse_overrides(FLAGS.override)
+    except ValueError as error:
+        return cli.fail(PROGRAM, error, flag_names=FLAG_NAMES)
+    cli.import_tensorflow()
+    from pathlib import Path
+
+    from attacks.paper.cells import ResultsFile, pending
+    from attacks.paper.data import read_image_set
+    from attacks.paper.models import choose, load_factory, registry_models
+    from attacks.paper.run import (
+        ImageSets,
+        LoadedModel,
+        RunOptions,
+        check_figure,
+        compute_pending,
+        plan,
+        render,
+        results_path,
+        write_figure,
+        write_outputs,
+    )
+    from defense.config import load_config
+    from defense.errors import InputError
+    from defense.files import ensure_writable_dir
+    from defense.models import CheckpointError
+
+    try:
+        options = RunOptions(
+            tables=tables,
+            rows=rows,
+            source=FLAGS.source,
+            runs=FLAGS.runs,
+            seed=FLAGS.seed,
+            batch_size=FLAGS.batch_size,
+            chunk_size=FLAGS.chunk_size,
+            limit=FLAGS.limit,
+            subset_size=FLAGS.subset_size,
+            subset_seed=FLAGS.subset_seed,
+            overrides=overrides,
+        )
+        if FLAGS.model_factory:
+            models = choose(load_factory(FLAGS.model_factory), FLAGS.models)
+        else:
+            models = registry_models(
+                FLAGS.models or PAPER_MODELS,
+                FLAGS.checkpoint_dir or cli.checkpoint_dir(),
+                load_config(FLAGS.config),
+            )
+        first_label, num_classes = _label_space(models)
+        labels_file = Path(FLAGS.labels_file or Path(FLAGS.dataset_dir) / "dataset.csv")
+        dataset = read_image_set(
+            FLAGS.dataset_dir, labels_file, first_label=first_label, num_classes=num_classes
+        )
+        subset = dataset.subset(options.subset_size, options.subset_seed)
+        wants_subset = any(TABLES[number].subset for number in tables)
+        if wants_subset and len(subset) == len(dataset) and not FLAGS.subset_dir:
+            logging.warning(
+                "the dataset has %d images, not more than --subset_size=%d: Tables 4-6 use all",
+                len(dataset),
+                options.subset_size,
+            )
+        if FLAGS.subset_dir:
+            own = Path(FLAGS.subset_dir) / "dataset.csv"
+            subset = read_image_set(
+                FLAGS.subset_dir,
+                own if own.is_file() else labels_file,
+                first_label=first_label,
+                num_classes=num_classes,
+            )
+        sets = ImageSets(dataset, subset)
+        loaded = LoadedModel(models)
+        figure_model = FLAGS.figure_model or next(iter(models))
+        figure_image = FLAGS.figure_image or dataset.names[0]
+        if FLAGS.figure:
+            check_figure(models, dataset, figure_model, figure_image, FLAGS.figure_attack)
+        output = ensure_writable_dir(FLAGS.output_dir)
+        results = ResultsFile(results_path(output))
+        cells = plan(models, sets, options)
+        results.check(cells)
+    except (ValueError, InputError, CheckpointError) as error:
+        return cli.fail(PROGRAM, error, flag_names=FLAG_NAMES)
+    todo = pending(cells, results)
+    logging.info(
+        "%d cell(s): %d finished before (kept), %d to compute; results in %s",
+        len(cells),
+        len(cells) - len(todo),
+        len(todo),
+        results.path,
+    )
+    outcome = cli.run_writing(
+        PROGRAM,
+        results.path,
+        lambda: (compute_pending(cells, results, loaded, sets, options, progress=FLAGS.progress),),
+    )
+    if isinstance(outcome, int):
+        return outcome
+    logging.info("computed %d cell(s)", outcome[0])
+    rendered = render(cells, results, models, options)
+    print("\n\n".join(item.text for item in rendered))
+
+    def draw() -> list[Path]:
+        paths = write_outputs(rendered, output)
+        if FLAGS.figure:
+            paths += write_figure(
+                loaded, figure_model, dataset, figure_image, FLAGS.figure_attack, options, output
+            )
+        return paths
+
+    written = cli.run_writing(PROGRAM, output, draw)
+    if isinstance(written, int):
+        return written
+    logging.info("wrote %s", ", ".join(str(path) for path in written))
+    return cli.EXIT_OK
+
+
+def run() -> None:
+    """Console entry point `reproduce_paper`."""
+    cli.run_program(main, __name__, PROGRAM)

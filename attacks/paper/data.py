@@ -1,0 +1,101 @@
+"""The tables' image sets: a dataset directory's PNGs with their labels, the seeded
+subset of Sections 4.5-4.6, and a digest that names exactly those images.
+
+The digest covers every image's name, label and file content, so results made on
+other images (or regenerated ones) are never taken for this set's. Images are read
+at the size a scenario needs (the one-pixel diagnostics of Section 4.6 work on
+330x330 from the 299x299 dataset: resized with Lanczos, as `defense.images` does).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from attacks.dataset import labels_for, read_labels
+from attacks.dataset_builder import sample
+from defense.errors import InputError
+from defense.images import ImageError, list_inputs, read_image
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """Images (paths, in name order) with their labels and file digests."""
+
+    paths: tuple[Path, ...]
+    labels: tuple[int, ...]
+    files: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def names(self) -> list[str]:
+        """The file names."""
+        return [path.name for path in self.paths]
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 over every (name, label, file digest): what a cell was computed on."""
+        text = "".join(
+            f"{path.name}\t{label}\t{file}\n"
+            for path, label, file in zip(self.paths, self.labels, self.files, strict=True)
+        )
+        return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
+
+    def take(self, indices: list[int]) -> ImageSet:
+        """The images at `indices`."""
+        return ImageSet(
+            tuple(self.paths[i] for i in indices),
+            tuple(self.labels[i] for i in indices),
+            tuple(self.files[i] for i in indices),
+        )
+
+    def limited(self, limit: int | None) -> ImageSet:
+        """The first `limit` images (all when None)."""
+        return self if limit is None else self.take(list(range(min(limit, len(self)))))
+
+    def subset(self, size: int, seed: int) -> ImageSet:
+        """`size` images drawn with `seed` (`dataset_builder.sample`); all when fewer."""
+        if size >= len(self):
+            return self
+        return self.take(sample(list(range(len(self))), size, seed))
+
+    def pixels(self, start: int, stop: int, size: int) -> np.ndarray:
+        """uint8 [n, size, size, 3] of images start..stop-1, resized to size if needed."""
+        try:
+            return np.stack([read_image(path, size).pixels for path in self.paths[start:stop]])
+        except ImageError as error:
+            raise InputError(f"an image of the dataset is unusable: {error}") from error
+
+
+def _file_digest(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def read_image_set(
+    dataset_dir: str | os.PathLike,
+    labels_file: str | os.PathLike,
+    *,
+    first_label: int,
+    num_classes: int,
+) -> ImageSet:
+    """The PNGs of `dataset_dir`, each with its label from `labels_file` (a dataset CSV's
+    TrueLabel or `<filename>,<label>` lines) in first_label..first_label+num_classes-1."""
+    listing = list_inputs(dataset_dir)
+    names = [path.name for path in listing.images]
+    labels = labels_for(
+        names,
+        read_labels(labels_file, num_classes=num_classes, first_label=first_label),
+        source=labels_file,
+    )
+    try:
+        files = tuple(_file_digest(path) for path in listing.images)
+    except OSError as error:
+        raise InputError(f"cannot read an image of {dataset_dir}: {error}") from error
+    return ImageSet(tuple(listing.images), tuple(labels[name] for name in names), files)
