@@ -157,3 +157,23 @@ def fgsm_submission_run(root: Path, checkpoint) -> tuple[Path, Path]:
     )
     assert result.returncode == 0, result.stderr
     return inputs, output
+
+
+def command_module(name: str):
+    """Command module `name` (say "attacks.cli.run_competition") imported in this process
+    alone among the commands: absl keeps every flag in one registry, and two commands
+    both define --output_dir, so the flags of any other command imported earlier (by
+    another test on this worker) are removed, and `name` is imported afresh."""
+    import importlib
+    import sys
+
+    from absl import flags
+
+    for module, defined in list(flags.FLAGS.flags_by_module_dict().items()):
+        if module.startswith(("attacks.cli.", "defense.cli.")):
+            for flag in list(defined):
+                if flag.name in flags.FLAGS:
+                    delattr(flags.FLAGS, flag.name)
+            sys.modules.pop(module, None)
+    sys.modules.pop(name, None)
+    return importlib.import_module(name)

@@ -181,8 +181,9 @@ def test_reading_the_catalog_imports_no_tensorflow():
 
 def test_the_command_line_flags_are_the_catalogs_hyper_parameters():
     from absl import flags
+    from adversarial_helpers import command_module
 
-    import attacks.cli.generate_adversarial  # noqa: F401  (defines the flags)
+    command_module("attacks.cli.generate_adversarial")  # defines the flags
 
     first_help = {}
     for entry in ATTACKS.values():

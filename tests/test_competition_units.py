@@ -401,7 +401,9 @@ def test_one_run_at_a_time_per_intermediate_dir(tmp_path):
 @pytest.fixture(scope="module")
 def command():
     """The command's main() in this process (every case stops before running a piece)."""
-    from attacks.cli import run_competition as module
+    from adversarial_helpers import command_module
+
+    module = command_module("attacks.cli.run_competition")
 
     def run(*args) -> int:
         module.FLAGS.unparse_flags()

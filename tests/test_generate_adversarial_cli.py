@@ -20,6 +20,7 @@ from adversarial_helpers import (
     SUBMISSIONS,
     StandIn,
     assert_within,
+    command_module,
     make_inputs,
     read_png,
     read_stats,
@@ -41,7 +42,7 @@ from slim_reference.checkpoint_writer import write_checkpoint
 @pytest.fixture(scope="module")
 def cli():
     """Runs the command's main() in this process (bad inputs stop before any model is loaded)."""
-    from attacks.cli import generate_adversarial as module
+    module = command_module("attacks.cli.generate_adversarial")
 
     def run(*args) -> int:
         module.FLAGS.unparse_flags()
