@@ -44,14 +44,21 @@ def evaluate_batches(
     runs: int = 3,
     seed: int | None = None,
     chunk_size: int = 256,
+    early_exit: bool = True,
 ) -> Accuracies:
-    """Both accuracies over batches of ([-1, 1] images, labels), one generator for all."""
+    """Both accuracies over batches of ([-1, 1] images, labels), one generator for all.
+
+    `early_exit` is the ensemble's (the same labels, from fewer patterns)."""
     if runs < 1:
         raise ParameterError(f"runs must be >= 1, got {runs}", "runs")
     target = target_model(model, scenario)
     if scenario.randomized_defense:
         ensemble = RandomizedEnsemble(
-            model, config, generator=make_generator(seed), chunk_size=chunk_size
+            model,
+            config,
+            generator=make_generator(seed),
+            chunk_size=chunk_size,
+            early_exit=early_exit,
         )
         defense_runs = runs
     else:

@@ -40,6 +40,12 @@ flags.DEFINE_integer("runs", 3, "Defense runs with fresh patterns, averaged.", l
 flags.DEFINE_integer("batch_size", 16, "Images per batch.", lower_bound=1)
 flags.DEFINE_integer("seed", None, "Seed for the defense's patterns (default: OS entropy).")
 flags.DEFINE_string("output_file", None, "Also write the result as JSON here.")
+flags.DEFINE_boolean(
+    "early_exit",
+    True,
+    "Stop evaluating an image once its remaining patterns cannot change its label (the "
+    "same labels; --noearly_exit evaluates every pattern).",
+)
 
 PROGRAM = "evaluate_adversarial"
 
@@ -85,6 +91,7 @@ def main(argv: list[str]) -> int:
             config=config,
             runs=FLAGS.runs,
             seed=FLAGS.seed,
+            early_exit=FLAGS.early_exit,
         )
     except (ValueError, InputError, models.CheckpointError) as error:
         return cli.fail(PROGRAM, error)

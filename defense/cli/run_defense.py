@@ -38,6 +38,12 @@ flags.DEFINE_enum(
     "is for GPUs).",
 )
 flags.DEFINE_boolean("jit_compile", False, "Compile each forward pass with XLA.")
+flags.DEFINE_boolean(
+    "early_exit",
+    True,
+    "Stop evaluating an image once its remaining patterns cannot change its label (the "
+    "labels are those of the exhaustive run; --noearly_exit evaluates every pattern).",
+)
 flags.DEFINE_enum(
     "strategy",
     "default",
@@ -124,6 +130,7 @@ def main(argv: list[str]) -> int:
         chunk_size=FLAGS.chunk_size,
         jit_compile=FLAGS.jit_compile,
         strategy=strategy,
+        early_exit=FLAGS.early_exit,
     )
     result = cli.run_writing(
         PROGRAM,
@@ -140,6 +147,18 @@ def main(argv: list[str]) -> int:
     if isinstance(result, int):
         return result
     logging.info("classified %d images into %s", len(result.labels), FLAGS.output_file)
+    if ensemble.patterns_drawn:
+        saved = ensemble.patterns_drawn - ensemble.patterns_evaluated
+        logging.info(
+            "early exit %s: %d of %d pattern-forwards evaluated (%d saved, %.1f%%), "
+            "%.1f patterns per image",
+            "on" if FLAGS.early_exit else "off",
+            ensemble.patterns_evaluated,
+            ensemble.patterns_drawn,
+            saved,
+            100.0 * saved / ensemble.patterns_drawn,
+            ensemble.patterns_evaluated / len(result.labels),
+        )
     return cli.report_failures(PROGRAM, result.failures, "classified")
 
 
