@@ -25,6 +25,7 @@ vectorised over the batch with per-example results as with its batch_size=1:
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -75,6 +76,9 @@ class CarliniWagnerL2(MinimalPerturbationAttack):
         self.max_iterations = max_iterations
         self.initial_const = initial_const
         self.abort_early = abort_early
+        # The compiled optimiser per (model, targeted), built once: a new tf.function
+        # at every call would trace again at every call.
+        self._optimisers: dict[tuple[LogitsFn, bool], Callable[..., Any]] = {}
 
     def __call__(
         self,
@@ -91,14 +95,17 @@ class CarliniWagnerL2(MinimalPerturbationAttack):
             raise ParameterError(
                 f"need one label per image, got {labels.shape} for {images.shape}", "labels"
             )
-        optimise = _optimiser(
-            logits_fn,
-            targeted=targeted,
-            confidence=self.confidence,
-            learning_rate=self.learning_rate,
-            max_iterations=self.max_iterations,
-            abort_early=self.abort_early,
-        )
+        key = (logits_fn, targeted)
+        if key not in self._optimisers:
+            self._optimisers[key] = _optimiser(
+                logits_fn,
+                targeted=targeted,
+                confidence=self.confidence,
+                learning_rate=self.learning_rate,
+                max_iterations=self.max_iterations,
+                abort_early=self.abort_early,
+            )
+        optimise = self._optimisers[key]
         return _binary_search(
             optimise, images, labels, self.binary_search_steps, self.initial_const
         )

@@ -48,6 +48,11 @@ class DeepFool(MinimalPerturbationAttack):
         self.nb_candidate = nb_candidate
         self.overshoot = overshoot
         self.max_iter = max_iter
+        # The compiled iteration per model, built once: a new tf.function at every
+        # call would trace again at every call (a per-example loop, once per example).
+        self._loops: dict[
+            LogitsFn, Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
+        ] = {}
 
     def __call__(self, logits_fn: LogitsFn, images: tf.Tensor) -> tf.Tensor:
         """DeepFool examples for `images`, away from the model's own predictions."""
@@ -66,8 +71,9 @@ class DeepFool(MinimalPerturbationAttack):
                 f"nb_candidate={self.nb_candidate} exceeds the {num_classes} classes",
                 "nb_candidate",
             )
-        run = _deepfool_loop(logits_fn, self.nb_candidate, self.max_iter)
-        return run(images, tf.constant(self.overshoot))
+        if logits_fn not in self._loops:
+            self._loops[logits_fn] = _deepfool_loop(logits_fn, self.nb_candidate, self.max_iter)
+        return self._loops[logits_fn](images, tf.constant(self.overshoot))
 
 
 def _deepfool_loop(

@@ -8,12 +8,8 @@ inside the timed region so that asynchronous execution is counted:
   gradients averaged in a Python loop, as a naive EOT implementation takes them;
 - DeepFool and C&W L2: one run on the whole batch against one run per example.
 
-DeepFool and C&W build a new tf.function at every `__call__`, so every call of
-theirs is traced again; a per-example loop through `__call__` would trace once per
-example and measure tracing. Both ways here therefore run the attack's own
-compiled iteration (`compiled_deepfool`, `compiled_carlini_wagner`: the function
-`__call__` builds, built once per comparison and traced for both shapes before
-timing), the same computation as `__call__`, which `tests/test_speed.py` checks.
+Both ways call the attacks as users do; an attack keeps its compiled iteration per
+model, so the warm-up traces both shapes and the timed calls do not trace.
 
 `scripts/benchmark_defense.py --attacks` prints these comparisons.
 """
@@ -29,9 +25,9 @@ from typing import Any
 import numpy.typing as npt
 import tensorflow as tf
 
-from attacks import CLIP_MAX, CLIP_MIN, LogitsFn
-from attacks.carlini_wagner import CarliniWagnerL2, _binary_search, _optimiser
-from attacks.deepfool import DeepFool, _deepfool_loop
+from attacks import LogitsFn
+from attacks.carlini_wagner import CarliniWagnerL2
+from attacks.deepfool import DeepFool
 from attacks.kinds import check_count
 from defense.errors import ParameterError
 from defense.randomized_defense import RandomizedDefense, equal_chunks
@@ -135,45 +131,6 @@ def compare_eot_gradient(
     )
 
 
-def compiled_deepfool(logits_fn: LogitsFn, attack: DeepFool) -> Callable[[tf.Tensor], tf.Tensor]:
-    """What `attack(logits_fn, images)` computes, as one tf.function kept across calls.
-
-    `DeepFool.__call__` builds its tf.function anew at every call (so traces every
-    call); this is the same function, built once, so that timing excludes tracing.
-    """
-    run = _deepfool_loop(logits_fn, attack.nb_candidate, attack.max_iter)
-    overshoot = tf.constant(attack.overshoot)
-
-    def deepfool(images: tf.Tensor) -> tf.Tensor:
-        return run(tf.convert_to_tensor(images, tf.float32), overshoot)[0]
-
-    return deepfool
-
-
-def compiled_carlini_wagner(
-    logits_fn: LogitsFn, attack: CarliniWagnerL2
-) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
-    """What untargeted `attack(logits_fn, images, labels)` computes, its Adam loop one
-    tf.function kept across calls (`__call__` builds it anew, so traces, at every call)."""
-    optimise = _optimiser(
-        logits_fn,
-        targeted=False,
-        confidence=attack.confidence,
-        learning_rate=attack.learning_rate,
-        max_iterations=attack.max_iterations,
-        abort_early=attack.abort_early,
-    )
-
-    def carlini_wagner(images: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
-        images = tf.clip_by_value(tf.convert_to_tensor(images, tf.float32), CLIP_MIN, CLIP_MAX)
-        labels = tf.cast(tf.convert_to_tensor(labels), tf.int32)
-        return _binary_search(
-            optimise, images, labels, attack.binary_search_steps, attack.initial_const
-        )
-
-    return carlini_wagner
-
-
 def compare_deepfool(
     logits_fn: LogitsFn,
     images: npt.ArrayLike | tf.Tensor,
@@ -186,8 +143,10 @@ def compare_deepfool(
     attack = DeepFool(**hyper)
     images = tf.convert_to_tensor(images, tf.float32)
     count = _check_batch(images)
-    attack(logits_fn, images[:1])  # checks nb_candidate against the model's classes
-    deepfool = compiled_deepfool(logits_fn, attack)
+
+    def deepfool(batch: tf.Tensor) -> tf.Tensor:
+        return attack(logits_fn, batch)
+
     return _compare(
         f"DeepFool, batch of {count}",
         lambda: deepfool(images),
@@ -218,7 +177,10 @@ def compare_carlini_wagner(
         raise ParameterError(
             f"need one label per image, got {labels.shape} for {images.shape}", "labels"
         )
-    carlini_wagner = compiled_carlini_wagner(logits_fn, attack)
+
+    def carlini_wagner(batch: tf.Tensor, batch_labels: tf.Tensor) -> tf.Tensor:
+        return attack(logits_fn, batch, batch_labels)
+
     return _compare(
         f"C&W L2, batch of {count}",
         lambda: carlini_wagner(images, labels),

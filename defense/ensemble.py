@@ -79,32 +79,24 @@ class RandomizedEnsemble:
         return self.defense.draw_patterns(batch_size)
 
     def _scores_of_items(
-        self,
-        images: tf.Tensor,
-        image_index: tf.Tensor,
-        size: tf.Tensor,
-        top: tf.Tensor,
-        left: tf.Tensor,
-        flip: tf.Tensor,
+        self, items: tf.Tensor, size: tf.Tensor, top: tf.Tensor, left: tf.Tensor, flip: tf.Tensor
     ) -> tf.Tensor:
-        return self.defense.item_scores(
-            tf.gather(images, image_index), Pattern(size, top, left, flip)
-        )
+        # [chunk, H, W, 3] items, [chunk] pattern fields -> [chunk, classes]: the compiled
+        # shapes are the chunk's only, whatever the batch size.
+        return self.defense.item_scores(items, Pattern(size, top, left, flip))
 
     def _run_on_replicas(
-        self, images: tf.Tensor, *per_replica_fields: tf.distribute.DistributedValues
+        self, *per_replica_fields: tf.distribute.DistributedValues
     ) -> tf.distribute.DistributedValues:
         """One chunk per replica, each through `_scores_of_items`."""
         assert self.strategy is not None, "only traced with a strategy"
-        return self.strategy.run(self._chunk_scores, args=(images, *per_replica_fields))
+        return self.strategy.run(self._chunk_scores, args=per_replica_fields)
 
-    def _scores_of_chunks(
-        self, images: tf.Tensor, fields_of_chunks: list[list[tf.Tensor]]
-    ) -> list[np.ndarray]:
+    def _scores_of_chunks(self, fields_of_chunks: list[list[tf.Tensor]]) -> list[np.ndarray]:
         """Scores of several equal-shaped chunks: one after another, or one per replica."""
         strategy = self.strategy
         if strategy is None:
-            return [self._chunk_scores(images, *fields).numpy() for fields in fields_of_chunks]
+            return [self._chunk_scores(*fields).numpy() for fields in fields_of_chunks]
 
         def per_replica(position: int) -> tf.distribute.DistributedValues:
             return strategy.experimental_distribute_values_from_function(
@@ -112,7 +104,7 @@ class RandomizedEnsemble:
             )
 
         outputs = self._replicated_scores(
-            images, *(per_replica(i) for i in range(len(fields_of_chunks[0])))
+            *(per_replica(i) for i in range(len(fields_of_chunks[0])))
         )
         return [tensor.numpy() for tensor in strategy.experimental_local_results(outputs)]
 
@@ -140,10 +132,13 @@ class RandomizedEnsemble:
             slots = np.resize(step, chunk_size * replicas)
             chunks = [slots[r * chunk_size : (r + 1) * chunk_size] for r in range(replicas)]
             fields_of_chunks = [
-                [tf.constant(image_index[chunk]), *(tf.gather(field, chunk) for field in patterns)]
+                [
+                    tf.gather(images, image_index[chunk]),
+                    *(tf.gather(field, chunk) for field in patterns),
+                ]
                 for chunk in chunks
             ]
-            scores = np.concatenate(self._scores_of_chunks(images, fields_of_chunks))[: len(step)]
+            scores = np.concatenate(self._scores_of_chunks(fields_of_chunks))[: len(step)]
             if total is None:
                 total = np.zeros((batch_size, scores.shape[1]), np.float64)
             np.add.at(total, image_index[step], scores)

@@ -254,3 +254,34 @@ def test_carlini_wagner_with_the_papers_hyperparameters(cw_run, digits_target):
     # Ten times the Adam steps per constant: no larger, and not much smaller (about 5%).
     full, short = np.median(l2(adversarial, images)), np.median(l2(fast, images))
     assert 0.85 * short <= full <= 1.01 * short
+
+
+def counting(model):
+    """`model`'s logits, and a list that grows by one at every Python call (each trace)."""
+    calls = []
+
+    def logits_fn(x):
+        calls.append(x.shape)
+        return model(x)["logits"]
+
+    return logits_fn, calls
+
+
+@pytest.mark.parametrize("attack", ["deepfool", "cw"])
+def test_a_second_call_on_the_same_model_is_not_traced_again(attack):
+    from tiny_models import tiny_classifier
+
+    logits_fn, calls = counting(tiny_classifier(5, kernel=3))
+    images = tf.constant(np.random.default_rng(0).uniform(-1, 1, (3, 12, 12, 3)), tf.float32)
+    if attack == "deepfool":
+        run = DeepFool(nb_candidate=3, max_iter=3)
+        arguments = (logits_fn, images)
+    else:
+        run = CarliniWagnerL2(max_iterations=4, binary_search_steps=2)
+        arguments = (logits_fn, images, [0, 1, 2])
+    first = run(*arguments).numpy()
+    traced = len(calls)
+    second = run(*arguments).numpy()
+    # DeepFool asks one eager call for the number of classes; nothing else runs Python.
+    assert len(calls) - traced == (1 if attack == "deepfool" else 0)
+    np.testing.assert_array_equal(first, second)

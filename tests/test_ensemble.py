@@ -75,12 +75,17 @@ def test_no_randomization_is_the_plain_classifier(tiny_model, images):
     np.testing.assert_array_equal(ensemble.predict(images), expected.argmax(axis=1))
 
 
-def test_batches_of_one_size_trace_once(tiny_model, images):
+@pytest.mark.parametrize("early_exit", [False, True])
+def test_batches_of_any_size_trace_once(tiny_model, images, early_exit):
+    # The compiled function sees one chunk of items: XLA compiles it once, too.
     ensemble = RandomizedEnsemble(
-        tiny_model, load_config("challenge").replace(num_iterations=4), chunk_size=4
+        tiny_model,
+        load_config("challenge").replace(num_iterations=4),
+        chunk_size=4,
+        early_exit=early_exit,
     )
-    for _ in range(3):
-        ensemble.predict(images[:2])
+    for count in (2, 3, 5, 2):
+        ensemble.predict(images[:count])
     assert ensemble._chunk_scores.experimental_get_tracing_count() == 1
 
 
