@@ -44,7 +44,7 @@ class RandomizedEnsemble:
         *,
         generator: tf.random.Generator | None = None,
         seed: int | None = None,
-        chunk_size: int = 32,
+        chunk_size: int = 16,
         jit_compile: bool = False,
         strategy: tf.distribute.Strategy | None = None,
         early_exit: bool = True,

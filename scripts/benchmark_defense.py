@@ -41,7 +41,7 @@ flags.DEFINE_string("model", "ens_adv_inception_resnet_v2", "Registry model name
 flags.DEFINE_integer("images", 16, "Images to classify per measurement.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 16, "Images per batch (the original used 16).", lower_bound=1)
 flags.DEFINE_integer("num_iterations", 30, "Patterns per image.", lower_bound=1)
-flags.DEFINE_integer("chunk_size", 32, "Patterns per forward pass in our ensemble.", lower_bound=1)
+flags.DEFINE_integer("chunk_size", 16, "Patterns per forward pass in our ensemble.", lower_bound=1)
 flags.DEFINE_boolean("baseline", True, "Time the original entry's loop (the fair baseline).")
 flags.DEFINE_boolean("xla", True, "Also time ours with XLA (jit_compile=True).")
 flags.DEFINE_boolean("digits", True, "Measure early exit's saving on the trained digits CNN.")

@@ -63,13 +63,17 @@ def half_bright(count, rng):
 
 
 def models(precision):
-    """Flat, spread and saturated random classifiers, and the flip voter."""
-    return {
+    """Flat, spread and saturated random classifiers, and the flip voter (float32 only:
+    it computes in float32 whatever the policy); bfloat16's rounding shows in the spread
+    and saturated ones."""
+    stddevs = (0.3, 3.0, 30.0) if precision == "float32" else (3.0, 30.0)
+    built = {
         f"stddev={stddev}": build_under(
             precision, lambda stddev=stddev: tiny_classifier(7, kernel=3, logits_stddev=stddev)
         )
-        for stddev in (0.3, 3.0, 30.0)
-    } | {"flip_voter": FlipVoter()}
+        for stddev in stddevs
+    }
+    return built | {"flip_voter": FlipVoter()} if precision == "float32" else built
 
 
 @pytest.mark.slow
@@ -77,8 +81,9 @@ def models(precision):
 def test_labels_equal_the_exhaustive_run(precision):
     rng = np.random.default_rng(0)
     saved = {}
+    classifiers = models(precision)
     for (model_name, model), (config_name, config), (batch_size, chunk_size) in itertools.product(
-        models(precision).items(), CONFIGS.items(), BATCH_AND_CHUNK_SIZES
+        classifiers.items(), CONFIGS.items(), BATCH_AND_CHUNK_SIZES
     ):
         ensemble = RandomizedEnsemble(model, config, chunk_size=chunk_size)
         for seed in range(3):
@@ -100,8 +105,8 @@ def test_labels_equal_the_exhaustive_run(precision):
             saved[key] = saved.get(key, 0) + config.num_iterations * batch_size - evaluated.sum()
     # Not vacuous: confident models stop early, the paper's one pattern never can.
     assert saved["stddev=30.0", "challenge"] > 0
-    assert saved["flip_voter", "no_aux"] > 0
-    assert all(saved[model, "paper"] == 0 for model in models(precision))
+    assert precision != "float32" or saved["flip_voter", "no_aux"] > 0
+    assert all(saved[model, "paper"] == 0 for model in classifiers)
 
 
 def test_the_counters_add_up_over_calls():

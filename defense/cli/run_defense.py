@@ -28,7 +28,9 @@ flags.DEFINE_integer("batch_size", 16, "Images per batch.", lower_bound=1)
 flags.DEFINE_integer(
     "num_iterations", None, "Random patterns per image (default: the config's).", lower_bound=1
 )
-flags.DEFINE_integer("chunk_size", 32, "Patterns per forward pass (bounds memory).", lower_bound=1)
+flags.DEFINE_integer(
+    "chunk_size", 16, "Patterns per forward pass (bounds memory; on GPUs raise it).", lower_bound=1
+)
 flags.DEFINE_integer("seed", None, "Seed for reproducible patterns (default: OS entropy).")
 flags.DEFINE_enum(
     "precision",
