@@ -86,7 +86,7 @@ def test_labels_equal_the_exhaustive_run(precision):
         classifiers.items(), CONFIGS.items(), BATCH_AND_CHUNK_SIZES
     ):
         ensemble = RandomizedEnsemble(model, config, chunk_size=chunk_size)
-        for seed in range(3):
+        for seed in range(2):
             images = (
                 half_bright(batch_size, rng)
                 if model_name == "flip_voter"
