@@ -61,6 +61,13 @@ ATTACK_TARGET = 5.0
 GPU_PRECISIONS = ("float32", "float16", "bfloat16")
 
 
+def use_test_models() -> None:
+    """Make the tests' trained digits CNN and slim checkpoint writer importable (once)."""
+    tests = str(REPO / "tests")
+    if tests not in sys.path:
+        sys.path.insert(0, tests)
+
+
 def report(label: str, value: str) -> None:
     """One aligned line of the benchmark's output."""
     print(f"{label + ':':<34}{value}", flush=True)
@@ -264,7 +271,7 @@ def digits_saving() -> dict[str, float]:
     """
     import tensorflow as tf
 
-    sys.path.insert(0, str(REPO / "tests"))
+    use_test_models()
     try:
         from digits import DEFENSE, train
     except ImportError as error:
@@ -450,7 +457,7 @@ def attacks_benchmark() -> None:
     """The batched attacks against their un-batched equivalents, on the trained digits CNN."""
     import tensorflow as tf
 
-    sys.path.insert(0, str(REPO / "tests"))
+    use_test_models()
     from digits import DEFENSE, train
 
     from attacks.speed import compare_carlini_wagner, compare_deepfool, compare_eot_gradient
@@ -497,7 +504,7 @@ def memory_benchmark() -> None:
     """
     from PIL import Image
 
-    sys.path.insert(0, str(REPO / "tests"))
+    use_test_models()
     from slim_reference.checkpoint_writer import deterministic_values, write_checkpoint
     from slim_reference.inception_resnet_v2 import variable_shapes
 
