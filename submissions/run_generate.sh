@@ -3,9 +3,12 @@
 #
 # Runs generate_adversarial (the installed package) on ens-adv-Inception-ResNet-v2
 # with the submission's FLAGs, clipping outputs to MAX_EPSILON as the competition does.
-# Environment: PYTHON (interpreter), ATTACK_CHECKPOINT (checkpoint prefix; default
-# ens_adv_inception_resnet_v2.ckpt in $DEFENSE_CHECKPOINT_DIR, else in the repository's
-# checkpoints/), ATTACK_FLAGS (extra flags for generate_adversarial, appended last).
+# Environment: PYTHON (interpreter), ATTACK_FLAGS (extra flags for generate_adversarial,
+# appended last). The checkpoint, first found wins (as in run_defense.sh):
+# $ATTACK_CHECKPOINT (a prefix); ens_adv_inception_resnet_v2.ckpt in the checkpoints/
+# folder beside the submission's entry point ($SUBMISSION_DIR, which run_attack.sh sets);
+# in $DEFENSE_CHECKPOINT_DIR (the container sets /app/checkpoints); in the repository's
+# checkpoints/.
 set -euo pipefail
 if [ "$#" -lt 3 ]; then
   echo "usage: $0 INPUT_DIR OUTPUT_DIR MAX_EPSILON FLAG..." >&2
@@ -13,6 +16,9 @@ if [ "$#" -lt 3 ]; then
 fi
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 read -r -a extra <<< "${ATTACK_FLAGS:-}"
+if [ -n "${SUBMISSION_DIR:-}" ] && [ -e "${SUBMISSION_DIR}/checkpoints/ens_adv_inception_resnet_v2.ckpt.index" ]; then
+  export DEFENSE_CHECKPOINT_DIR="${SUBMISSION_DIR}/checkpoints"
+fi
 export DEFENSE_CHECKPOINT_DIR="${DEFENSE_CHECKPOINT_DIR:-${repo}/checkpoints}"
 checkpoint=()
 [ -z "${ATTACK_CHECKPOINT:-}" ] || checkpoint=(--checkpoint_path="${ATTACK_CHECKPOINT}")

@@ -1,6 +1,6 @@
 """Replaying the Docker image natively: the harness behind tests/test_docker.py.
 
-There is no Docker engine here, so the image is *replayed*. The Dockerfile is parsed
+Where no Docker engine runs (CI), the image is *replayed*. The Dockerfile is parsed
 with dockerfile-parse (ARGs and ENVs resolved) and its instructions are performed, in
 order, in a temporary root that stands for the image's filesystem: container path P is
 ROOT/P. COPY copies from the repository honouring .dockerignore; the `pip install` of a
@@ -20,9 +20,10 @@ another installation of the same Python version. A probe in that virtualenv reco
 where every process imported `defense` and `attacks` from; the calls must take them
 from the installed wheel.
 
-Not replayed: the base image itself (its Python, TensorFlow and CUDA/cuDNN are this
-machine's), GPUs, `--network=none` and the memory/CPU limits of the evaluation, and
-the defense submission as the dev toolkit mounts it (the repository at /code).
+Not replayed: the base image itself (its Python, and the TensorFlow and CUDA wheels
+the image installs, are this machine's), GPUs, `--network=none` and the memory/CPU
+limits of the evaluation. tests/test_docker_engine.py runs all of that, the toolkit's
+and the cloud worker's calls included, against a real Docker engine where one runs.
 """
 
 from __future__ import annotations
@@ -53,14 +54,11 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "Dockerfile"
 SUBMISSIONS = REPO / "submissions"
-# What the base image sets before our Dockerfile runs: tensorflow/tensorflow's runtime
-# images (github.com/tensorflow/build, tensorflow_runtime_dockerfiles/gpu.Dockerfile) set
-# LANG and DEBIAN_FRONTEND; the standard PATH stands for nvidia/cuda's (which prepends
-# CUDA folders that do not exist here). NVIDIA_* and LD_LIBRARY_PATH are left out.
+# What the base image sets before our Dockerfile runs: python:3.11-slim-bookworm sets
+# PATH, LANG, GPG_KEY and PYTHON_VERSION (the last two are not read by anything here).
 BASE_IMAGE_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "LANG": "C.UTF-8",
-    "DEBIAN_FRONTEND": "noninteractive",
 }
 # Top-level folders that come from the base image (the host's here); every other
 # absolute path belongs to the image or to a mount and is mapped under the replay root.
@@ -306,10 +304,21 @@ def as_user(uid: int, gid: int) -> list[str]:
 
 
 def planned_user(steps: list[Instruction] | None = None) -> tuple[int, int]:
-    """The numeric uid:gid the image will run as (nobody if the USER is a name)."""
-    users = [step for step in steps or parse_dockerfile()[1] if step.name == "USER"]
+    """The numeric uid:gid the image's commands run as: the last USER (nobody if it is a
+    name), else the user the Dockerfile creates (the entry point drops to it), else root."""
+    steps = steps or parse_dockerfile()[1]
+    users = [step for step in steps if step.name == "USER"]
     if not users:
-        return 0, 0
+        created = [
+            re.search(r"useradd\b.*?--uid[= ](\d+)(?:.*?--gid[= ](\d+))?", step.value)
+            for step in steps
+            if step.name == "RUN"
+        ]
+        found = [match for match in created if match]
+        if not found:
+            return 0, 0
+        uid, gid = found[-1].groups()
+        return int(uid), int(gid or uid)
     uid, _, gid = users[-1].words()[0].partition(":")
     if not uid.isdigit():
         return 65534, 65534
@@ -457,6 +466,7 @@ class Replay:
         self.envs: dict[str, str] = dict(BASE_IMAGE_ENV)
         self.entrypoint: list[str] = []
         self.pip_installs = 0
+        self.modes: dict[str, int] = {}
         self.image_roots = {"tmp"}
         tools = root / ".replay"
         self.target = tools / "site-packages"
@@ -520,10 +530,10 @@ class Replay:
         uid, _ = self.uid_gid()
         return next((home for u, _, home in self.users.values() if u == uid), "/")
 
-    def give_to_user(self, path: Path) -> None:
+    def give_to_user(self, path: Path, owner: tuple[int, int] | None = None) -> None:
+        """chown path to `owner`, by default the user the image's commands run as."""
         if os.geteuid() == 0:
-            uid, gid = self.uid_gid()
-            os.chown(path, uid, gid)
+            os.chown(path, *(owner or planned_user(self.steps)))
 
     # -- build
     def build(self) -> Replay:
@@ -549,6 +559,8 @@ class Replay:
         for name in sorted(self.image_roots - {"tmp", "home"}):
             if self.host("/" + name).exists():
                 walk_modes(self.host("/" + name), dirs=0o555, files=0o444)
+        for path, mode in self.modes.items():  # what the Dockerfile's chmod set
+            self.host(path).chmod(mode)
         return self
 
     def _prepare(self) -> None:
@@ -556,6 +568,7 @@ class Replay:
         tmp = self.host("/tmp")
         tmp.mkdir()
         tmp.chmod(0o1777)
+        self.host("/root").mkdir(mode=0o700)  # the base image's root home
         for folder in (self.bin, self.log, self.target):
             folder.mkdir(parents=True)
         # python3 of the base image: a virtualenv whose only packages are this one's
@@ -699,8 +712,16 @@ class Replay:
             argv = ["pip", *argv[3:]]
         if argv[0] in ("pip", "pip3") and argv[1:2] == ["install"]:
             self._pip_install(step, argv[2:])
+        elif argv[0] in ("pip", "pip3") and argv[1:2] == ["uninstall"]:
+            self._pip_uninstall(step, argv[2:])
+        elif argv[:2] in (["python3", "-c"], ["python", "-c"]):
+            self._build_run(step, argv[1:])
         elif argv[0] == "rm":
             self._rm(step, argv[1:])
+        elif argv[0] == "mkdir":
+            self._mkdir(step, argv[1:])
+        elif argv[0] == "chmod":
+            self._chmod(step, argv[1:])
         elif argv[0] == "groupadd":
             self._groupadd(argv[1:])
         elif argv[0] == "useradd":
@@ -797,6 +818,41 @@ class Replay:
                 else:
                     match.unlink()
 
+    def _in_workdir(self, step: Instruction, path: str) -> Path:
+        container = posixpath.normpath(posixpath.join(self.workdir, path))
+        assert self.in_image(container), f"Dockerfile line {step.line}: {path} (base image)"
+        return self.host(container)
+
+    def _pip_uninstall(self, step: Instruction, args: list[str]) -> None:
+        """Remove an installed distribution's files (its RECORD) from the target."""
+        names = [arg for arg in args if not arg.startswith("-")]
+        assert set(args) - set(names) <= {"--yes", "-y"}, f"Dockerfile line {step.line}: {args}"
+        for name in names:
+            normal = re.sub(r"[-_.]+", "_", name).lower()
+            infos = [
+                info
+                for info in self.target.glob("*.dist-info")
+                if info.name.split("-")[0].lower() == normal
+            ]
+            assert infos, f"Dockerfile line {step.line}: pip uninstall {name}: not installed"
+            for info in infos:
+                for line in (info / "RECORD").read_text().splitlines():
+                    (self.target / line.split(",")[0]).unlink(missing_ok=True)
+                remove_tree(info)
+
+    def _mkdir(self, step: Instruction, args: list[str]) -> None:
+        assert set(a for a in args if a.startswith("-")) <= {"-p"}, f"mkdir {args}"
+        for path in (a for a in args if not a.startswith("-")):
+            self._in_workdir(step, path).mkdir(parents=True, exist_ok=True)
+
+    def _chmod(self, step: Instruction, args: list[str]) -> None:
+        mode, *paths = args
+        assert re.fullmatch(r"[0-7]{3,4}", mode), f"Dockerfile line {step.line}: chmod {mode}"
+        for path in paths:
+            container = posixpath.normpath(posixpath.join(self.workdir, path))
+            self._in_workdir(step, path).chmod(int(mode, 8))
+            self.modes[container] = int(mode, 8)
+
     @staticmethod
     def _options(args: list[str], with_values: dict[str, str]) -> tuple[dict[str, str], list]:
         """`--opt value`, `--opt=value`, `-o value` and bare flags (value '') by long name."""
@@ -858,15 +914,22 @@ class Replay:
         env["PYTHONPATH"] = ":".join(filter(None, [str(self.target), env.get("PYTHONPATH")]))
         return env
 
-    def call(self, *args: str, cwd: str | None = None, timeout: int = CALL_TIMEOUT) -> CallResult:
-        """`docker run [-w cwd] IMAGE args...`: the ENTRYPOINT with args, as USER."""
+    def call(
+        self,
+        *args: str,
+        cwd: str | None = None,
+        user: tuple[int, int] | None = None,
+        timeout: int = CALL_TIMEOUT,
+    ) -> CallResult:
+        """`docker run [-w cwd] [--user uid:gid] IMAGE args...`: the ENTRYPOINT with args,
+        as `user`, else as the Dockerfile's USER."""
         for record in self.log.glob("*.json"):
             record.unlink()
         argv = [self.map_value(word) for word in self.entrypoint]
         argv += [self.map_value(arg) if self.in_image(arg) else arg for arg in args]
         workdir = cwd or self.workdir
         result = subprocess.run(
-            [*as_user(*self.uid_gid()), *argv],
+            [*as_user(*(user or self.uid_gid())), *argv],
             cwd=self.host(workdir),
             env=self.environment(),
             capture_output=True,

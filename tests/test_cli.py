@@ -69,6 +69,27 @@ def test_a_failing_run_prints_only_its_own_message(tmp_path):
     assert "cudart_stub" not in result.stderr and "cpu_feature_guard" not in result.stderr
 
 
+def test_no_writable_temporary_folder_is_one_line_and_exit_2(tmp_path):
+    """As under `docker run --read-only` without `--tmpfs /tmp`: no place `tempfile`
+    tries can take a file (here its one candidate is a folder that does not exist)."""
+    code = (
+        "import sys, tempfile; tempfile.tempdir = None; "
+        f"tempfile._candidate_tempdir_list = lambda: [{str(tmp_path / 'missing')!r}]; "
+        "from defense.cli import run_defense; sys.argv = ['run_defense', *sys.argv[1:]]; "
+        "run_defense.run()"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, f"--input_dir={REPO / 'samples'}", "--output_file=x.csv"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=quiet_env(),
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [f"run_defense: error: {cli.NO_TEMPORARY_FOLDER}"]
+
+
 def test_a_log_level_the_user_set_hides_nothing(tmp_path):
     code = (
         "import os; from defense import cli; cli.import_tensorflow(); "

@@ -32,6 +32,7 @@ from container_replay import (
     DockerIgnore,
     Replay,
     as_user,
+    instructions,
     last,
     make_read_only,
     metadata,
@@ -72,19 +73,26 @@ def test_gpu_container_is_the_same_image():
         assert os.access(folder / data["entry_point"], os.X_OK), folder
 
 
-def test_container_runs_as_non_root():
+def test_the_entry_point_drops_to_the_user_the_image_creates():
+    """No USER: the container starts as root (the harnesses pass no --user and write as
+    root), and the entry point drops to the user the Dockerfile creates."""
     uid, _ = planned_user()
-    assert uid != 0, last("USER").value
+    assert uid != 0, "the Dockerfile creates no unprivileged user"
+    assert not instructions("USER"), "a USER would keep the cloud worker's output unwritable"
+    entry = (REPO / "docker-entrypoint.sh").read_text()
+    assert f"unprivileged={uid}\n" in entry
 
 
-def test_base_image_matches_the_tensorflow_pin():
+def test_base_image_carries_neither_tensorflow_nor_cuda():
+    """The gpu extra brings TensorFlow with the CUDA wheels it is built against; a base
+    that carried them too would hold them twice (over the validator's 8 GiB)."""
     base, _ = parse_dockerfile()
-    assert base.startswith("tensorflow/tensorflow:"), base
-    tag = base.partition(":")[2]
-    pin = re.search(r'"tensorflow==([\d.]+)\.\*"', (REPO / "setup.py").read_text())
-    assert pin, "setup.py no longer pins tensorflow==X.Y.*"
-    assert tag.startswith(pin.group(1) + "."), f"base image {base} vs tensorflow=={pin.group(1)}.*"
-    assert tag.endswith("-gpu"), base
+    assert base.startswith("python:"), base
+    version = base.partition(":")[2].split("-")[0]
+    floor = re.search(r'python_requires=">=([\d.]+)"', (REPO / "setup.py").read_text())
+    assert floor and version == floor.group(1), f"{base} vs python_requires {floor}"
+    installs = [step.value for step in instructions("RUN") if "pip install" in step.value]
+    assert any('".[gpu]"' in value for value in installs), installs
 
 
 def test_dockerignore_matcher():
@@ -107,12 +115,22 @@ def test_dockerignore_keeps_what_the_image_needs():
         "defense/data/slim_class_names.txt",
         "attacks/__init__.py",
         "submissions/run_generate.sh",
+        "checkpoints/README.md",
         *(p.relative_to(REPO).as_posix() for p in SUBMISSIONS.glob("*/run_attack.sh")),
-        # a checkpoint present at build time is baked in
-        f"checkpoints/{CHECKPOINT}.index",
     ]
     for path in needed:
         assert not ignore.excludes(path), f".dockerignore excludes {path}"
+
+
+def test_dockerignore_keeps_out_checkpoints_tests_and_ci():
+    ignore = DockerIgnore(REPO)
+    for path in [
+        f"checkpoints/{CHECKPOINT}.index",
+        "tests/conftest.py",
+        ".github/workflows/ci.yml",
+        ".ci/run",
+    ]:
+        assert ignore.excludes(path), f".dockerignore lets {path} into the image"
 
 
 def test_entrypoint_runs_a_given_command():
@@ -127,6 +145,10 @@ def test_entrypoint_runs_a_given_command():
         [str(script), "only-one-argument"], capture_output=True, text=True, timeout=60
     )
     assert usage.returncode == 2 and "usage" in usage.stderr, usage.stderr
+    helped = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
+    assert helped.returncode == 0, helped.stderr
+    for mount in ("/app/checkpoints", "-v SUBMISSION:/code -w /code", "--tmpfs /tmp", "--user"):
+        assert mount in helped.stdout, mount
 
 
 # --------------------------------------------------------- the replayed container
@@ -150,9 +172,10 @@ def input_folder(image: Replay, path: str) -> Path:
     return folder
 
 
-def output_folder(image: Replay, path: str) -> Path:
+def output_folder(image: Replay, path: str, owner: tuple[int, int] | None = None) -> Path:
+    """A 0755 output folder of `owner` (default: the image's unprivileged user)."""
     folder = image.mount(path)
-    image.give_to_user(folder)
+    image.give_to_user(folder, owner)
     return folder
 
 
@@ -237,14 +260,65 @@ def test_toolkit_attack_call(image, irv2_checkpoint):
 
 
 @pytest.mark.slow
+def test_toolkit_defense_call_takes_the_checkpoint_in_the_submission(image, irv2_checkpoint):
+    """The toolkit's defense call: the submission (this repository) at /code, its own
+    checkpoints/ holding the checkpoint and nothing mounted at /app/checkpoints; the
+    output folder made by the harness (0755, the harness's user, no --user)."""
+    submission = image.mount("/code")
+    for name in ("run_defense.sh", "metadata.json", "scripts"):
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, submission / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, submission / name)
+    (submission / "checkpoints").mkdir()
+    for suffix in (".index", ".data-00000-of-00001"):
+        destination = submission / "checkpoints" / f"{CHECKPOINT}{suffix}"
+        shutil.copyfile(f"{irv2_checkpoint}{suffix}", destination)
+    walk_modes(submission, dirs=0o555, files=0o444)
+    (submission / "run_defense.sh").chmod(0o555)
+    input_folder(image, "/input_images")
+    harness = (1000, 1000)
+    output = output_folder(image, "/output_data", harness)
+    entry = metadata(submission)["entry_point"]
+    with image.checkpoint_mounted(None):
+        result = image.call(f"./{entry}", "/input_images", "/output_data/result.csv", cwd="/code")
+    result.expect(result.returncode == 0, "the toolkit's defense call failed")
+    rows = (output / "result.csv").read_text().splitlines()
+    assert sorted(row.split(",")[0] for row in rows) == NAMES, rows
+    if os.geteuid() == 0:
+        written = (output / "result.csv").stat().st_uid
+        assert written == harness[0], "not written as the output folder's owner"
+    result.expect("running as root" not in result.stderr, "ran as root")
+
+
+@pytest.mark.slow
+def test_cloud_worker_call_runs_as_root_and_says_why(image, irv2_checkpoint):
+    """The cloud worker's call: the output folder is root's, 0755, and no --user is
+    given, so only root may write the result; the entry point says so."""
+    if os.geteuid() != 0:
+        pytest.skip("replays a container started as root: run the tests as root")
+    inputs = input_folder(image, "/input_images")
+    before = snapshot(inputs)
+    output = output_folder(image, "/output_data", (0, 0))
+    with image.checkpoint_mounted(irv2_checkpoint):
+        result = image.call("/input_images", "/output_data/result.csv")
+    result.expect(result.returncode == 0, "the cloud worker's call failed")
+    result.expect("running as root: only root may write /output_data" in result.stderr, "no why")
+    assert len((output / "result.csv").read_text().splitlines()) == len(NAMES)
+    assert snapshot(inputs) == before
+
+
+@pytest.mark.slow
 def test_unwritable_output_fails_clearly(image, irv2_checkpoint):
+    """`--user 10001:10001` with an output folder only root may write."""
     inputs = input_folder(image, "/input")
     before = snapshot(inputs)
-    output = image.mount("/output")  # root's, 0755: the image's user cannot write there
+    output = image.mount("/output")  # root's, 0755 (0555 where the tests do not run as root)
     if os.geteuid() != 0:
         output.chmod(0o555)
     with image.checkpoint_mounted(irv2_checkpoint):
-        result = image.call("/input", "/output/result.csv", timeout=600)
+        result = image.call("/input", "/output/result.csv", user=planned_user(), timeout=600)
     result.expect(result.returncode == 2, "an unwritable output folder must exit 2")
     result.expect(
         "/output" in result.stderr and "writable" in result.stderr,
@@ -262,6 +336,7 @@ def test_missing_checkpoint_names_the_mount_to_add(image):
         result = image.call("/input", "/output/result.csv", timeout=600)
     folder = image.checkpoint_dir()
     result.expect(result.returncode == 2, "a missing checkpoint must exit 2")
-    # the container path, as the target of a `-v HOST:CONTAINER` mount
+    # the container path, as the target of a `-v HOST:CONTAINER` mount, and the order
     result.expect(f":{folder}" in result.stderr, f"the message must suggest a mount at {folder}")
+    result.expect("/code/checkpoints), then in /app/checkpoints" in result.stderr, "no order")
     assert not (output / "result.csv").exists()

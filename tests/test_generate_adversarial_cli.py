@@ -202,6 +202,7 @@ def test_fgsm_outputs(fgsm_run):
     settings = json.loads((output / "settings.json").read_text())
     assert settings["settings"]["attack"] == "fgsm"
     assert settings["settings"]["params"] == {"epsilon": 4.0}
+    assert "float/<name>.npy" in settings["outputs"]  # written with --save_float
 
 
 @pytest.mark.slow
@@ -298,6 +299,8 @@ def test_eot_submissions_stay_within_max_epsilon(irv2_checkpoint, tmp_path, name
     rows = read_stats(output)
     settings = json.loads((output / "settings.json").read_text())
     assert settings["settings"]["config"] == "challenge"
+    # no --save_float: only what was written is described
+    assert not (output / "float").exists() and "float/" not in settings["outputs"]
     assert settings["settings"]["params"]["epsilon"] == max_epsilon
     if targeted:
         assert [rows[n]["target"] for n in NAMES[:2]] == ["17", "900"]

@@ -207,8 +207,9 @@ def main(argv: list[str]) -> int:
             "labels": FLAGS.labels_file or "the attacked model's predictions on the clean images",
             "targets": str(target_file) if target_file else None,
             "success_judged_by": attacker.judged_by,
-            "outputs": "<name>: PNG rounded to uint8; float/<name>.npy: float32 pixels in "
-            "[0, 255] before rounding; distances in pixel units",
+            "outputs": "<name>: PNG rounded to uint8; "
+            + ("float/<name>.npy: float32 pixels in [0, 255] before rounding; " * FLAGS.save_float)
+            + "distances in pixel units",
         }
     )
     logging.info("%s on %s; success judged by %s", settings.attack, spec.name, attacker.judged_by)

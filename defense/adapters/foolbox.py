@@ -18,6 +18,11 @@ defense's per-pattern score `softmax(logits) + aux_weight * softmax(aux_logits)`
 from __future__ import annotations
 
 import math
+import os
+
+# foolbox imports GitPython, which refuses to import without a `git` binary (as in the
+# container) unless told to stay quiet; git itself is never used here.
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
 import foolbox
 import keras

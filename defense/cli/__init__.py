@@ -33,14 +33,22 @@ CHECKPOINT_PATH_HELP = (
     "Slim checkpoint prefix; default <checkpoint dir>/<model's file>, where the checkpoint "
     f"dir is ${CHECKPOINT_DIR_ENV}, else ./{DEFAULT_CHECKPOINT_DIR}."
 )
-# TensorFlow's start-up lines on a machine without CUDA (or with a CPU TensorFlow was
-# not built for): printed by its C++ logging before any log level applies.
+# TensorFlow's start-up lines on a machine without CUDA, with a CPU TensorFlow was not
+# built for, or with oneDNN's custom operations on (x86 CPUs with AVX-512): printed by
+# its C++ logging before any log level applies.
 TENSORFLOW_NOISE = (
     "All log messages before absl::InitializeLog() is called",
+    "oneDNN custom operations are on",
     "Could not find cuda drivers on your machine",
     "This TensorFlow binary is optimized to use available CPU instructions",
     "To enable the following instructions:",
     "failed call to cuInit",
+)
+
+NO_TEMPORARY_FOLDER = (
+    "no writable temporary folder ($TMPDIR, /tmp, /var/tmp, /usr/tmp and the working "
+    "directory are all read-only or missing): set TMPDIR to a writable folder, or with "
+    "`docker run --read-only` add `--tmpfs /tmp`"
 )
 
 
@@ -84,6 +92,10 @@ def run_program(main: Callable[[list[str]], int], module: str, program: str) -> 
             sys.exit(EXIT_OK if stop.code == 1 else stop.code)
 
     signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        tempfile.gettempdir()
+    except FileNotFoundError:
+        sys.exit(fail(program, NO_TEMPORARY_FOLDER))
     app.run(main, flags_parser=parse)
 
 
@@ -123,8 +135,10 @@ def checkpoint_hint(checkpoint_file: str) -> str:
     folder = checkpoint_dir()
     if os.environ.get(CONTAINER_ENV):
         return (
-            f"The image has no {checkpoint_file} in {folder}: mount a folder holding it there, "
-            f"e.g. docker run -v /path/to/checkpoints:{folder}:ro ..."
+            f"The image looks for {checkpoint_file} in checkpoints/ beside the entry point "
+            "(under the NIPS 2017 toolkit's call: the submission folder's checkpoints/, "
+            f"/code/checkpoints), then in {folder}: put it in the submission's checkpoints/, "
+            f"or mount a folder holding it, e.g. docker run -v /path/to/checkpoints:{folder}:ro ..."
         )
     return (
         f"Checkpoints are looked up in ${CHECKPOINT_DIR_ENV}, else ./checkpoints (here: "
@@ -145,7 +159,7 @@ def output_hint() -> str:
         return ""
     return (
         f" (the container runs as uid {os.getuid()}: mount a folder that user may write, "
-        'or add --user "$(id -u):$(id -g)" to docker run)'
+        'or add --user "$(id -u):$(id -g)" to docker run, or see IMAGE --help)'
     )
 
 

@@ -11,7 +11,9 @@ if [ "$#" -ne 3 ]; then
   echo "usage: $0 INPUT_DIR OUTPUT_DIR MAX_EPSILON" >&2
   exit 2
 fi
-repo="${ATTACK_REPO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
+SUBMISSION_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+export SUBMISSION_DIR
+repo="${ATTACK_REPO:-$(cd "${SUBMISSION_DIR}/../.." && pwd)}"
 [ -x "${repo}/submissions/run_generate.sh" ] || repo=/app
 exec "${repo}/submissions/run_generate.sh" "$@" \
   --attack=eot_pgd \
