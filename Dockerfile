@@ -49,18 +49,21 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# The dependencies first, from setup.py alone (an empty project of the same name pulls
-# them in and is removed), so that code edits reuse this layer.
-COPY setup.py pyproject.toml README.md ./
+# The dependencies first, from setup.py alone (an empty project of the same name, with
+# an empty README, pulls them in and is removed), so that edits elsewhere, the README's
+# too, reuse this layer.
+COPY setup.py pyproject.toml ./
 # DL3013 reads ".[gpu]" as an unpinned package; it is this project, whose setup.py pins.
 # hadolint ignore=DL3013
 RUN mkdir -p configs \
+    && touch README.md \
     && python3 -m pip install --no-cache-dir ".[gpu]" \
     && python3 -m pip uninstall --yes randomization-defense \
-    && rm -rf build ./*.egg-info configs
+    && rm -rf build ./*.egg-info configs README.md
 
 # The package itself (non-editable: the commands run the installed copy, with configs/
 # as its package data), then the font cache.
+COPY README.md ./
 COPY defense/ defense/
 COPY attacks/ attacks/
 COPY configs/ configs/

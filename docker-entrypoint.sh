@@ -53,6 +53,14 @@ else
 fi
 
 say() { echo "docker-entrypoint: $*" >&2; }
+
+# On a read-only root (--read-only --tmpfs /tmp) the font cache made at build time is
+# copied to a writable folder, or matplotlib would rebuild it and warn on every run.
+if [ -n "${MPLCONFIGDIR:-}" ] && [ -d "$MPLCONFIGDIR" ] && [ ! -w "$MPLCONFIGDIR" ] \
+  && cache="$(mktemp -d 2>/dev/null)"; then
+  cp -R "$MPLCONFIGDIR/." "$cache/" && chmod -R a+rX "$cache" && chmod 1777 "$cache"
+  export MPLCONFIGDIR="$cache"
+fi
 as_user() { setpriv --reuid="$1" --regid="$2" --clear-groups -- "${@:3}"; }
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -720,6 +720,9 @@ class Replay:
             self._rm(step, argv[1:])
         elif argv[0] == "mkdir":
             self._mkdir(step, argv[1:])
+        elif argv[0] == "touch":
+            for path in argv[1:]:
+                self._in_workdir(step, path).touch()
         elif argv[0] == "chmod":
             self._chmod(step, argv[1:])
         elif argv[0] == "groupadd":
