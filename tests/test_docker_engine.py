@@ -92,8 +92,9 @@ def base_image(transcript) -> str:
     chosen = os.environ.get("DEFENSE_TEST_BASE_IMAGE")
     if chosen:
         return chosen
-    missing = docker("image", "inspect", STANDIN_BASE).returncode != 0
-    if missing and (os.geteuid() != 0 or not shutil.which("debootstrap")):
+    if docker("image", "inspect", STANDIN_BASE).returncode == 0:
+        return STANDIN_BASE
+    if os.geteuid() != 0 or not shutil.which("debootstrap"):
         pytest.skip(
             "no base image: set DEFENSE_TEST_BASE_IMAGE, or run as root with debootstrap "
             "installed to build the stand-in (scripts/build_standin_base.sh)"
@@ -236,6 +237,28 @@ def test_readme_call_locked_down(image, transcript, checkpoints, images, tmp_pat
     assert result.returncode == 0, result.stderr
     assert sorted(labels(output / "result.csv")) == NAMES
     assert_quiet(result.stderr)
+
+
+def test_a_checkpoint_baked_in_on_purpose(image, transcript, checkpoints, images, tmp_path):
+    """The README's way to bake a checkpoint in: a layer on top, the checkpoint folder as
+    the context; then no mount is needed."""
+    baked = f"{image}-baked"
+    dockerfile = f"FROM {image}\nCOPY . /app/checkpoints/\n"
+    argv = ["docker", "build", "-t", baked, "-f-", str(checkpoints)]
+    built = subprocess.run(argv, input=dockerfile, capture_output=True, text=True, timeout=600)
+    transcript.add(argv, built.returncode, 0.0)
+    assert built.returncode == 0, built.stderr
+    try:
+        output = made_by(tmp_path / "output", HARNESS_USER)
+        result = run(
+            transcript,
+            "-v", f"{images}:/input:ro", "-v", f"{output}:/output",
+            baked, "/input", "/output/result.csv",
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert sorted(labels(output / "result.csv")) == NAMES
+    finally:
+        docker("rmi", baked, timeout=120)
 
 
 def test_read_only_root_without_a_temporary_folder(
