@@ -23,6 +23,7 @@ image-like inputs, after the machine's description:
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import subprocess
@@ -281,6 +282,62 @@ def competition_line(seconds_per_image: float, patterns: int) -> str:
     )
 
 
+@functools.cache
+def trained_digits():
+    """The tests' digits CNN, trained once per run (None, said so, without scikit-learn)."""
+    use_test_models()
+    try:
+        from digits import DEFENSE, train
+    except ImportError as error:
+        report("digits CNN", f"not measured: {error} (pip install -e '.[dev]' for scikit-learn)")
+        return None
+    start = time.perf_counter()
+    digits = train()
+    report(
+        "digits CNN",
+        f"trained in {time.perf_counter() - start:.0f} s, "
+        f"{DEFENSE.num_iterations} patterns per image",
+    )
+    return digits
+
+
+def digits_bfloat16_agreement() -> None:
+    """On the trained digits CNN: bfloat16's labels against float32's (same seed, same
+    patterns), beside two float32 runs with different seeds (the defense's own
+    randomness), so that bfloat16's disagreement has a scale."""
+    import keras
+
+    digits = trained_digits()
+    if digits is None:
+        return
+    from digits import DEFENSE, build_model
+
+    from defense.ensemble import RandomizedEnsemble
+    from defense.models import POLICIES
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(POLICIES["bfloat16"])
+    try:
+        model16 = build_model()
+    finally:
+        keras.config.set_dtype_policy(previous)
+    model16.set_weights(digits.model.get_weights())
+
+    def labels(model, seed: int) -> np.ndarray:
+        ensemble = RandomizedEnsemble(model, DEFENSE, seed=seed, chunk_size=FLAGS.chunk_size)
+        return np.concatenate([ensemble.predict(batch) for batch in batches(digits.x_test)])
+
+    float32 = labels(digits.model, FLAGS.seed)
+    count = len(float32)
+    bfloat16 = np.mean(labels(model16, FLAGS.seed) == float32)
+    reseeded = np.mean(labels(digits.model, FLAGS.seed + 1) == float32)
+    report(
+        "  digits CNN labels",
+        f"bfloat16 vs float32 (same seed): {bfloat16:.1%} of {count} agree; float32 vs "
+        f"float32 (seeds {FLAGS.seed} and {FLAGS.seed + 1}): {reseeded:.1%}",
+    )
+
+
 def digits_saving() -> dict[str, float]:
     """Early exit's pattern saving on the trained digits CNN: clean and FGSM-16 test images.
 
@@ -290,22 +347,14 @@ def digits_saving() -> dict[str, float]:
     """
     import tensorflow as tf
 
-    use_test_models()
-    try:
-        from digits import DEFENSE, train
-    except ImportError as error:
-        report("digits CNN", f"not measured: {error} (pip install -e '.[dev]' for scikit-learn)")
+    digits = trained_digits()
+    if digits is None:
         return {}
+    from digits import DEFENSE
+
     from attacks.fgsm import FGSM
     from defense.ensemble import RandomizedEnsemble
 
-    start = time.perf_counter()
-    digits = train()
-    report(
-        "digits CNN",
-        f"trained in {time.perf_counter() - start:.0f} s, "
-        f"{DEFENSE.num_iterations} patterns per image",
-    )
     clean = digits.x_test
     labels = tf.constant(digits.y_test)
     fgsm = FGSM(epsilon=16.0)(
@@ -435,7 +484,12 @@ def defense_benchmark() -> None:
         ours16, labels16, _ = time_ensemble(ensemble16, images)
         report("ours, bfloat16", f"{ours / ours16:.2f} x float32's speed")
         agreement = float(np.mean(labels16 == exhaustive_labels))
-        report("  label agreement", f"{agreement:.1%} of {len(images)} images agree with float32")
+        report(
+            "  label agreement",
+            f"{agreement:.1%} of {len(images)} images agree with float32 (generated weights)",
+        )
+        if FLAGS.digits:
+            digits_bfloat16_agreement()
     gpu_figures(config, images)
 
 
