@@ -33,6 +33,23 @@ def _listing(items: list[str]) -> str:
     return shown + (f" and {len(items) - _MAX_REPORTED} more" if len(items) > _MAX_REPORTED else "")
 
 
+# One line of a CSV file: its number (from 1) and its fields.
+CsvLine = tuple[int, list[str]]
+
+
+def read_csv_lines(path: str | os.PathLike) -> list[CsvLine]:
+    """The non-blank lines of a CSV file (UTF-8, a byte-order mark allowed), numbered
+    from 1, with their fields as written. Every reader of label files and of the NIPS
+    2017 dataset CSV goes through here; it raises `OSError`, `UnicodeDecodeError` or
+    `csv.Error`, which each caller words for its own argument."""
+    text = Path(path).read_text(encoding="utf-8-sig")
+    return [
+        (number, row)
+        for number, row in enumerate(csv.reader(io.StringIO(text)), start=1)
+        if any(cell.strip() for cell in row)
+    ]
+
+
 def read_labels(
     path: str | os.PathLike,
     *,
@@ -48,14 +65,24 @@ def read_labels(
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as error:
+        lines = read_csv_lines(path)
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise LabelError(f"cannot read label file {path}: {error}") from error
-    rows = [
-        (number, [cell.strip() for cell in row])
-        for number, row in enumerate(csv.reader(io.StringIO(text)), start=1)
-        if any(cell.strip() for cell in row)
-    ]
+    return parse_labels(
+        lines, path, column=column, num_classes=num_classes, first_label=first_label
+    )
+
+
+def parse_labels(
+    lines: list[CsvLine],
+    path: str | os.PathLike,
+    *,
+    column: str = TRUE_LABEL,
+    num_classes: int = IMAGENET_CLASSES,
+    first_label: int = 1,
+) -> dict[str, int]:
+    """`read_labels` on lines already read from `path` (`read_csv_lines`)."""
+    rows = [(number, [cell.strip() for cell in row]) for number, row in lines]
     name_index, label_index, suffix = 0, 1, ""
     if rows and "ImageId" in rows[0][1]:
         header = rows.pop(0)[1]
@@ -67,7 +94,7 @@ def read_labels(
         name_index, label_index, suffix = header.index("ImageId"), header.index(column), ".png"
     last_label = first_label + num_classes - 1
     labels: dict[str, int] = {}
-    lines: dict[str, int] = {}
+    line_of: dict[str, int] = {}
     problems = []
     for number, row in rows:
         if len(row) <= max(name_index, label_index):
@@ -86,10 +113,10 @@ def read_labels(
         elif name in labels and labels[name] != label:
             problems.append(
                 f"line {number}: {name} has label {label} here and {labels[name]} "
-                f"on line {lines[name]}"
+                f"on line {line_of[name]}"
             )
         else:
-            labels[name], lines[name] = label, number
+            labels[name], line_of[name] = label, number
     if problems:
         raise LabelError(f"label file {path}: {_listing(problems)}")
     return labels

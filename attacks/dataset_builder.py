@@ -38,6 +38,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from attacks.dataset import read_csv_lines
 from defense.errors import InputError, ParameterError
 from defense.files import ensure_writable_dir, write_atomic, write_text_atomic
 from defense.images import ImageError, read_image
@@ -152,14 +153,9 @@ def read_dataset_csv(path: str | os.PathLike, *, num_classes: int = IMAGENET_CLA
     line is reported in one `DatasetError`."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as error:
+        lines = read_csv_lines(path)
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise DatasetError(f"cannot read dataset CSV {path}: {error}") from error
-    lines = [
-        (number, row)
-        for number, row in enumerate(csv.reader(io.StringIO(text)), start=1)
-        if any(cell.strip() for cell in row)
-    ]
     if not lines:
         raise DatasetError(f"dataset CSV {path} is empty")
     header = tuple(cell.strip() for cell in lines[0][1])

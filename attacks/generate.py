@@ -36,7 +36,7 @@ from defense.config import load_config
 from defense.ensemble import RandomizedEnsemble
 from defense.errors import InputError, ParameterError
 from defense.files import ensure_writable_dir
-from defense.images import ImageError, check_size, read_batch, to_model_input
+from defense.images import ImageError, check_size, from_model_input, read_batch, to_model_input
 from defense.models import get_spec
 from defense.randomized_defense import RandomizedDefense
 
@@ -157,7 +157,7 @@ def to_outputs(
     when it is given, as the competition runtime clips them: the float one before
     rounding, the rounded one again after (a fractional budget can round outwards).
     """
-    pixels = np.clip((adversarial.astype(np.float32) + 1.0) * 127.5, 0.0, 255.0)
+    pixels = from_model_input(adversarial)
     rounded = np.rint(pixels)
     if max_epsilon is not None:
         base = original.astype(np.float32)

@@ -37,7 +37,7 @@ _EXPORTS = {
     "pattern_losses": "defense.randomized_defense",
     "RandomizedDefense": "defense.randomized_defense",
     "Pattern": "defense.randomization",
-    "RandomResizePad": "defense.randomization",
+    "RandomResizePad": "defense.layers",
     "apply_patterns": "defense.randomization",
     "make_generator": "defense.randomization",
     "resize_and_pad": "defense.randomization",

@@ -63,16 +63,28 @@ class RandomizedEnsemble:
         self.patterns_evaluated = 0
         self.patterns_drawn = 0
         self.defense = RandomizedDefense(model, config, generator=generator, seed=seed)
-        self.model = model
-        self.config = config
         self.chunk_size = chunk_size
         self.strategy = strategy
-        self.generator = self.defense.generator
         self._chunk_scores = tf.function(
             self._scores_of_items, jit_compile=jit_compile, reduce_retracing=True
         )
         if strategy is not None:
             self._replicated_scores = tf.function(self._run_on_replicas, reduce_retracing=True)
+
+    @property
+    def model(self) -> keras.Model:
+        """The classifier, as the defense holds it."""
+        return self.defense.classifier
+
+    @property
+    def config(self) -> DefenseConfig:
+        """The defense's config."""
+        return self.defense.config
+
+    @property
+    def generator(self) -> tf.random.Generator:
+        """The defense's pattern generator (`reset_from_seed` replays its patterns)."""
+        return self.defense.generator
 
     def draw_patterns(self, batch_size: int) -> Pattern:
         """Patterns for every (iteration, image) item, iteration-major (`draw_patterns`)."""

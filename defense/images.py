@@ -220,3 +220,8 @@ def read_batch(
 def to_model_input(pixels: np.ndarray) -> np.ndarray:
     """uint8 [0, 255] -> float32 [-1, 1], as the slim Inception preprocessing does."""
     return pixels.astype(np.float32) / 255.0 * 2.0 - 1.0
+
+
+def from_model_input(images: np.ndarray) -> np.ndarray:
+    """float [-1, 1] -> float32 pixels in [0, 255] (not rounded), `to_model_input`'s inverse."""
+    return np.clip((images.astype(np.float32) + 1.0) * 127.5, 0.0, 255.0)

@@ -32,7 +32,6 @@ import secrets
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -198,73 +197,11 @@ def apply_patterns(
     )
 
 
-@keras.saving.register_keras_serializable(package="defense")
-class RandomResizePad(keras.layers.Layer):
-    """Keras layer drawing a fresh random pattern at every call (inference included).
+def __getattr__(name: str) -> Any:
+    """`RandomResizePad` moved to `defense.layers` (it draws with `defense.patterns`,
+    which builds on this module); importing it from here still works."""
+    if name == "RandomResizePad":
+        from defense.layers import RandomResizePad
 
-    One pattern for the whole batch, as the NIPS 2017 entry did, or one per image
-    with `per_image=True`. Its config holds the seed, so a saved and reloaded layer
-    draws the same patterns (a layer made from a `generator` or from OS entropy has
-    no seed to keep: `seed` is None in its config).
-    """
-
-    def __init__(
-        self,
-        low: int = 310,
-        high: int = 331,
-        out_size: int = 331,
-        *,
-        method: str = "nearest",
-        per_image: bool = False,
-        flip_probability: float = 0.0,
-        generator: tf.random.Generator | None = None,
-        seed: int | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        validate_range(low, high, out_size)
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-        self.low, self.high, self.out_size = low, high, out_size
-        self.method = method
-        self.per_image = per_image
-        self.flip_probability = flip_probability
-        self.seed = seed if generator is None else None
-        self._generator = generator if generator is not None else make_generator(seed)
-
-    def call(self, images: tf.Tensor) -> tf.Tensor:
-        count = tf.shape(images)[0] if self.per_image else 1
-        patterns = sample_patterns(
-            self._generator,
-            count,
-            low=self.low,
-            high=self.high,
-            out_size=self.out_size,
-            flip_probability=self.flip_probability,
-        )
-        if not self.per_image:
-            patterns = Pattern(*(field[0] for field in patterns))
-        return resize_and_pad(
-            images,
-            patterns.size,
-            patterns.top,
-            patterns.left,
-            flip=patterns.flip,
-            out_size=self.out_size,
-            method=self.method,
-        )
-
-    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
-        return (input_shape[0], self.out_size, self.out_size, input_shape[3])
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "low": self.low,
-            "high": self.high,
-            "out_size": self.out_size,
-            "method": self.method,
-            "per_image": self.per_image,
-            "flip_probability": self.flip_probability,
-            "seed": self.seed,
-        }
+        return RandomResizePad
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,6 +14,8 @@ import os
 import numpy as np
 import pytest
 
+from run_once import run_once
+
 _GPUS = pytest.StashKey[list]()
 
 
@@ -109,11 +111,22 @@ def fgsm_run(irv2_checkpoint, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def digits():
-    """A small CNN trained on scikit-learn's digits (about half a minute), with test data."""
-    from digits import train
+def digits(tmp_path_factory):
+    """A small CNN trained on scikit-learn's digits (about half a minute), with test data;
+    trained once per run and loaded by the other workers (`run_once`)."""
+    import keras
+    from digits import Digits, build_model, train
 
-    return train()
+    def trained() -> dict[str, np.ndarray]:
+        found = train()
+        weights = {f"weight_{i}": w for i, w in enumerate(found.model.get_weights())}
+        return {"x_test": found.x_test, "y_test": found.y_test, **weights}
+
+    arrays = run_once(tmp_path_factory, "digits", trained)
+    keras.utils.set_random_seed(0)  # as train() leaves the global seeds, wherever it ran
+    model = build_model()
+    model.set_weights([arrays[f"weight_{i}"] for i in range(len(model.weights))])
+    return Digits(model, arrays["x_test"], arrays["y_test"])
 
 
 @pytest.fixture(scope="session")
@@ -135,24 +148,34 @@ def digits_correct(digits, digits_target) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.fixture(scope="session")
-def deepfool_run(digits_target, digits_correct):
+def deepfool_run(digits_target, digits_correct, tmp_path_factory):
     """Images, labels, DeepFool examples and per-example steps, at the paper's settings."""
     from digits import DEEPFOOL_IMAGES
 
     from attacks.deepfool import DeepFool
 
     images, labels = (a[:DEEPFOOL_IMAGES] for a in digits_correct)
-    adversarial, steps = DeepFool().with_steps(digits_target, images)
-    return images, labels, adversarial.numpy(), steps.numpy()
+
+    def attacked() -> dict[str, np.ndarray]:
+        adversarial, steps = DeepFool().with_steps(digits_target, images)
+        return {"adversarial": adversarial.numpy(), "steps": steps.numpy()}
+
+    found = run_once(tmp_path_factory, "deepfool", attacked)
+    return images, labels, found["adversarial"], found["steps"]
 
 
 @pytest.fixture(scope="session")
-def cw_run(digits_target, digits_correct):
+def cw_run(digits_target, digits_correct, tmp_path_factory):
     """Images, labels and untargeted C&W examples with the digits tests' shortened schedule."""
     from digits import CW_FAST_ITERATIONS, CW_IMAGES
 
     from attacks.carlini_wagner import CarliniWagnerL2
 
     images, labels = (a[:CW_IMAGES] for a in digits_correct)
-    adversarial = CarliniWagnerL2(max_iterations=CW_FAST_ITERATIONS)(digits_target, images, labels)
-    return images, labels, adversarial.numpy()
+
+    def attacked() -> dict[str, np.ndarray]:
+        attack = CarliniWagnerL2(max_iterations=CW_FAST_ITERATIONS)
+        return {"adversarial": attack(digits_target, images, labels).numpy()}
+
+    found = run_once(tmp_path_factory, "cw", attacked)
+    return images, labels, found["adversarial"]

@@ -21,6 +21,7 @@ from defense.config import DefenseConfig
 from defense.ensemble import RandomizedEnsemble
 from defense.patterns import draw_patterns
 from defense.randomization import apply_patterns, make_generator
+from run_once import run_once
 from tiny_models import tiny_classifier
 
 art = pytest.importorskip("art")
@@ -31,8 +32,8 @@ from defense.adapters.art import (  # noqa: E402
     art_classifier,
 )
 
-# The trained digits CNN is built once per worker: keep its tests on one (pytest-xdist).
-pytestmark = pytest.mark.xdist_group("digits")
+# One worker for this file's tests, so that its module fixtures are built once.
+pytestmark = pytest.mark.xdist_group(__name__)
 
 TINY = DefenseConfig(
     name="tiny", low=12, high=16, out_size=16, num_iterations=8, flip_probability=0.5
@@ -190,28 +191,28 @@ def defended_accuracy(model, candidates, labels):
     return float(np.mean(RandomizedEnsemble(model, DEFENSE, seed=2).predict(candidates) == labels))
 
 
-_REFERENCES: dict[int, dict[str, float]] = {}
-
-
-def reference_accuracies(digits) -> dict[str, float]:
+def reference_accuracies(digits, tmp_path_factory) -> dict[str, float]:
     """Defended accuracy on the first `IMAGES` test images: clean, after our EOT-PGD and
-    after transferred PGD; computed once per process (the foolbox test reuses it)."""
-    if id(digits) not in _REFERENCES:
+    after transferred PGD; computed once per run (the foolbox test reuses it)."""
+
+    def accuracies() -> dict[str, np.ndarray]:
         from digits import DEFENSE
 
         images, labels = digits.x_test[:IMAGES], digits.y_test[:IMAGES]
         ours = _our_eot_pgd(digits.model, images, labels, config=DEFENSE, seed=1)
         transferred = _transferred_pgd(digits.model, images, labels, seed=1)
-        _REFERENCES[id(digits)] = {
-            "clean": defended_accuracy(digits.model, images, labels),
-            "ours": defended_accuracy(digits.model, ours, labels),
-            "transferred": defended_accuracy(digits.model, transferred, labels),
+        return {
+            "clean": np.float64(defended_accuracy(digits.model, images, labels)),
+            "ours": np.float64(defended_accuracy(digits.model, ours, labels)),
+            "transferred": np.float64(defended_accuracy(digits.model, transferred, labels)),
         }
-    return _REFERENCES[id(digits)]
+
+    found = run_once(tmp_path_factory, "eot_references", accuracies)
+    return {name: float(value) for name, value in found.items()}
 
 
 @pytest.fixture(scope="module")
-def art_attacked(digits):
+def art_attacked(digits, tmp_path_factory):
     """ART's L-inf PGD through the EoT preprocessor, with the references."""
     from art.attacks.evasion import ProjectedGradientDescent
     from digits import DEFENSE, INPUT_SIZE
@@ -232,7 +233,7 @@ def art_attacked(digits):
     )
     adversarial = attack.generate(images, labels)
     return {
-        **reference_accuracies(digits),
+        **reference_accuracies(digits, tmp_path_factory),
         "images": images,
         "adversarial": adversarial,
         "art": defended_accuracy(digits.model, adversarial, labels),

@@ -25,8 +25,8 @@ foolbox, foolbox_eot_model, foolbox_model = (
     adapter.foolbox_model,
 )
 
-# The trained digits CNN is built once per worker: keep its tests on one (pytest-xdist).
-pytestmark = pytest.mark.xdist_group("digits")
+# One worker for this file's tests, so that its module fixtures are built once.
+pytestmark = pytest.mark.xdist_group(__name__)
 
 TINY = DefenseConfig(
     name="tiny", low=12, high=16, out_size=16, num_iterations=8, flip_probability=0.5
@@ -92,7 +92,7 @@ def test_bad_bounds_are_refused(tiny_model, bounds):
 
 
 @pytest.fixture(scope="module")
-def foolbox_attacked(digits):
+def foolbox_attacked(digits, tmp_path_factory):
     """foolbox's LinfPGD on the EOT-wrapped defense, with the references."""
     import keras
     from digits import DEFENSE
@@ -116,7 +116,7 @@ def foolbox_attacked(digits):
     )
     adversarial = adversarial.numpy()
     return {
-        **reference_accuracies(digits),
+        **reference_accuracies(digits, tmp_path_factory),
         "radius": EPSILON * 2 / 255,
         "below_transfer": BELOW_TRANSFER,
         "images": images,

@@ -15,8 +15,8 @@ from tiny_models import tiny_classifier
 robustml = pytest.importorskip("robustml")
 from defense.adapters.robustml import RobustMLModel  # noqa: E402
 
-# The trained digits CNN is built once per worker: keep its tests on one (pytest-xdist).
-pytestmark = pytest.mark.xdist_group("digits")
+# One worker for this file's tests, so that its module fixtures are built once.
+pytestmark = pytest.mark.xdist_group(__name__)
 
 TINY = DefenseConfig(name="tiny", low=12, high=16, out_size=16, num_iterations=4, aux_weight=0.0)
 

@@ -24,9 +24,6 @@ from attacks import CLIP_MAX, CLIP_MIN, LogitsFn, model_to_pixels
 from attacks.carlini_wagner import CarliniWagnerL2
 from attacks.deepfool import DeepFool
 
-# The trained digits CNN is built once per worker: keep its tests on one (pytest-xdist).
-pytestmark = pytest.mark.xdist_group("digits")
-
 CW_TARGETED_IMAGES, CW_FULL_IMAGES = 20, 4
 # The competition's largest L-infinity budget, in pixel units: "small" L2 means a
 # median perturbation whose root-mean-square per pixel value stays below it.

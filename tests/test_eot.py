@@ -12,8 +12,8 @@ from defense.ensemble import RandomizedEnsemble
 from defense.randomized_defense import RandomizedDefense
 from tiny_models import TINY_DEFENSE, tiny_classifier
 
-# The trained digits CNN is built once per worker: keep its tests on one (pytest-xdist).
-pytestmark = pytest.mark.xdist_group("digits")
+# One worker for this file's tests, so that its module fixtures are built once.
+pytestmark = pytest.mark.xdist_group(__name__)
 
 
 @pytest.fixture(scope="module")

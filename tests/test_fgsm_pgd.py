@@ -13,9 +13,6 @@ from attacks.kinds import check_linf_budget
 from attacks.pgd import PGD
 from attacks.scenarios import build_scenario, target_model
 
-# The trained digits CNN is built once per worker: keep its tests on one (pytest-xdist).
-pytestmark = pytest.mark.xdist_group("digits")
-
 IMAGES = 60
 
 

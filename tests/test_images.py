@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from defense.errors import InputError
-from defense.images import ImageError, list_inputs, read_image, to_model_input
+from defense.images import ImageError, from_model_input, list_inputs, read_image, to_model_input
 
 
 def save(path, array):
@@ -164,3 +164,9 @@ def test_a_symlink_loop_is_reported_not_followed(tmp_path, rgb):
     assert [path.name for path in listing.images] == ["a.png", "loop.png"]
     with pytest.raises(ImageError, match="cannot read file: Too many levels of symbolic links"):
         read_image(tmp_path / "loop.png")
+
+
+def test_from_model_input_inverts_to_model_input_and_clips():
+    pixels = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1)
+    np.testing.assert_allclose(from_model_input(to_model_input(pixels)), pixels, atol=1e-4)
+    np.testing.assert_array_equal(from_model_input(np.array([-1.5, 0.0, 1.5])), [0, 127.5, 255])

@@ -18,8 +18,8 @@ from attacks.scenarios import build_scenario
 from defense.ensemble import RandomizedEnsemble
 from defense.randomization import make_generator
 
-# The trained digits CNN is built once per worker: keep its tests on one (pytest-xdist).
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("digits")]
+# One worker for this file's tests, so that its module fixtures are built once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(__name__)]
 
 FGSM_EPSILONS = (8, 16, 24)
 PAPER_DEFENSE = DEFENSE.replace(num_iterations=1)

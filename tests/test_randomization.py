@@ -1,13 +1,11 @@
 """Random resizing + padding: bit-exact legacy nearest, gradients, sampling, static shapes."""
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from defense.randomization import (
     Pattern,
-    RandomResizePad,
     apply_patterns,
     make_generator,
     resize_and_pad,
@@ -154,27 +152,3 @@ def test_one_trace_serves_every_pattern(images):
     assert traced.experimental_get_tracing_count() == 1
 
 
-def test_layer_uses_one_pattern_per_batch_or_per_image():
-    ones = np.ones((8, 299, 299, 3), np.float32)
-    per_batch = RandomResizePad(299, 331, seed=5)(ones).numpy()
-    assert per_batch.shape == (8, 331, 331, 3)
-    assert all(np.array_equal(per_batch[0], image) for image in per_batch)
-    per_image = RandomResizePad(299, 331, per_image=True, seed=5)(ones).numpy()
-    assert len({image.sum() for image in per_image[..., 0]}) > 1
-
-
-def test_layer_config_round_trips_with_its_seed(tmp_path):
-    images = np.random.default_rng(0).uniform(-1, 1, (2, 299, 299, 3)).astype(np.float32)
-    layer = RandomResizePad(300, 331, per_image=True, flip_probability=0.5, seed=11)
-    clone = RandomResizePad.from_config(layer.get_config())
-    assert clone.get_config() == layer.get_config() and clone.get_config()["seed"] == 11
-    np.testing.assert_array_equal(clone(images).numpy(), layer(images).numpy())
-
-    inputs = keras.Input((299, 299, 3))
-    model = keras.Model(inputs, RandomResizePad(310, 331, seed=3)(inputs))
-    path = tmp_path / "randomized.keras"
-    model.save(path)
-    reloaded = keras.saving.load_model(path)
-    fresh = keras.Model(inputs, RandomResizePad(310, 331, seed=3)(inputs))
-    np.testing.assert_array_equal(reloaded(images).numpy(), fresh(images).numpy())
-    assert RandomResizePad(310, 331).get_config()["seed"] is None

@@ -220,7 +220,6 @@ def check_pdf(path):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("digits")
 def test_tables_2_and_4_on_digits_resume_after_an_interruption(digits, digits_correct, tmp_path):
     weights = tmp_path / "digits.weights.h5"
     digits.model.save_weights(weights)

@@ -18,7 +18,13 @@ from pathlib import Path
 
 from PIL import Image
 
-from attacks.dataset import LabelError, labels_for, read_labels, read_targets
+from attacks.dataset import (
+    TARGET_CLASS,
+    LabelError,
+    labels_for,
+    parse_labels,
+    read_csv_lines,
+)
 from defense.errors import ParameterError
 
 EPSILON_CYCLE = (4, 8, 12, 16)
@@ -123,23 +129,28 @@ class Dataset:
         ]
 
 
-def _check_columns(path: Path) -> None:
-    """Refuse a metadata file without the dataset CSV's ImageId, TrueLabel and TargetClass."""
+def _read_metadata(path: Path) -> tuple[dict[str, int], dict[str, int]]:
+    """Labels and target classes by file name from the dataset CSV at `path`; a file
+    without its ImageId, TrueLabel and TargetClass columns is refused."""
     try:
-        with open(path, encoding="utf-8-sig", newline="") as handle:
-            header = next(csv.reader(handle), [])
-    except (OSError, UnicodeDecodeError) as error:
+        lines = read_csv_lines(path)
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
         reason = error.strerror if isinstance(error, OSError) and error.strerror else error
         raise ParameterError(
             f"dataset_metadata {path} cannot be read: {reason}", "dataset_metadata"
         ) from error
-    missing = [column for column in DATASET_COLUMNS if column not in (c.strip() for c in header)]
+    header = [cell.strip() for cell in lines[0][1]] if lines else []
+    missing = [column for column in DATASET_COLUMNS if column not in header]
     if missing:
         raise ParameterError(
             f"dataset_metadata {path} lacks the column(s) {', '.join(missing)}; expected the "
             f"NIPS 2017 dataset CSV ({NIPS17_HEADER}), got the header {','.join(header)!r}",
             "dataset_metadata",
         )
+    try:
+        return parse_labels(lines, path), parse_labels(lines, path, column=TARGET_CLASS)
+    except LabelError as error:
+        raise ParameterError(f"dataset_metadata: {error}", "dataset_metadata") from error
 
 
 def _readable(data: bytes) -> str | None:
@@ -162,11 +173,9 @@ def read_dataset(dataset_dir: str | os.PathLike, dataset_metadata: str | os.Path
     folder, metadata = Path(dataset_dir), Path(dataset_metadata)
     if not folder.is_dir():
         raise ParameterError(f"dataset_dir {folder} is not a directory", "dataset_dir")
-    _check_columns(metadata)
+    labels, targets = _read_metadata(metadata)
     pngs = sorted(p for p in folder.iterdir() if p.name.endswith(".png") and p.is_file())
     try:
-        labels = read_labels(metadata)
-        targets = read_targets(metadata)
         labels_for([path.name for path in pngs], labels, source=metadata)
     except LabelError as error:
         raise ParameterError(f"dataset_metadata: {error}", "dataset_metadata") from error
