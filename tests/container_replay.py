@@ -47,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from docker.utils.build import PatternMatcher
 from dockerfile_parse import DockerfileParser
 from dockerfile_parse.util import WordSplitter
 from PIL import Image
@@ -185,59 +186,19 @@ def metadata(folder: Path = REPO) -> dict:
 
 
 class DockerIgnore:
-    """The build context's .dockerignore, matched as Docker (moby/patternmatcher) does."""
+    """The build context's .dockerignore, read and matched as docker-py's build reads and
+    matches it (`docker.utils.build.PatternMatcher`, moby's rules)."""
 
     def __init__(self, context: Path):
-        self.patterns: list[tuple[bool, re.Pattern, int]] = []
         path = context / ".dockerignore"
         lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
-        for line in lines:
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            exception = line.startswith("!")
-            pattern = posixpath.normpath(line.removeprefix("!").strip()).lstrip("/")
-            if pattern in ("", "."):
-                continue
-            self.patterns.append((exception, self._regex(pattern), pattern.count("/") + 1))
-        self.has_exceptions = any(exception for exception, _, _ in self.patterns)
-
-    @staticmethod
-    def _regex(pattern: str) -> re.Pattern:
-        out, i = "", 0
-        while i < len(pattern):
-            char = pattern[i]
-            if pattern.startswith("**", i):
-                i += 2
-                if pattern.startswith("/", i):
-                    i += 1
-                out += ".*" if i >= len(pattern) else "(.*/)?"
-                continue
-            if char == "*":
-                out += "[^/]*"
-            elif char == "?":
-                out += "[^/]"
-            elif char == "\\" and i + 1 < len(pattern):
-                i += 1
-                out += re.escape(pattern[i])
-            elif char in "[]-^":
-                out += char
-            else:
-                out += re.escape(char)
-            i += 1
-        return re.compile(out)
+        self.patterns = [line.strip() for line in lines if line.strip() and line.strip()[0] != "#"]
+        self.has_exceptions = any(pattern.startswith("!") for pattern in self.patterns)
+        self._matcher = PatternMatcher(self.patterns)
 
     def excludes(self, relative: str) -> bool:
         """Whether a context path (relative, '/'-separated) is left out of the context."""
-        parents = relative.split("/")[:-1]
-        excluded = False
-        for exception, regex, depth in self.patterns:
-            match = regex.fullmatch(relative) is not None
-            if not match and parents and depth <= len(parents):
-                match = regex.fullmatch("/".join(parents[:depth])) is not None
-            if match:
-                excluded = not exception
-        return excluded
+        return bool(self._matcher.matches(relative))
 
 
 # ---------------------------------------------------------------------- helpers
