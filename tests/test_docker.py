@@ -1,9 +1,10 @@
 """The container: hadolint-clean, and replayed natively the way the competition calls it.
 
-No Docker engine runs here, so `container_replay.Replay` rebuilds the image from the
+Where no Docker engine runs (CI), `container_replay.Replay` rebuilds the image from the
 Dockerfile's own instructions (see that module) and the tests below run its entry
-point as `docker run` would: the defense call, the toolkit's attack call, and bad
-mounts.
+point as `docker run` would: the README's call, the toolkit's defense and attack calls,
+the cloud worker's call, and bad mounts. `container_image` reads the Dockerfile and its
+.dockerignore, `container_mounts` makes the mounted folders.
 """
 
 from __future__ import annotations
@@ -23,27 +24,28 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from container_replay import (
+from container_image import (
     CHECKPOINT,
     DOCKERFILE,
-    NAMES,
     REPO,
     SUBMISSIONS,
     DockerIgnore,
-    Replay,
-    as_user,
     instructions,
     last,
-    make_read_only,
     metadata,
     parse_dockerfile,
     planned_user,
+)
+from container_mounts import (
+    NAMES,
+    make_read_only,
     read_png,
     remove_tree,
     snapshot,
     walk_modes,
     write_pngs,
 )
+from container_replay import Replay, as_user
 
 # ------------------------------------------------------------------ fast checks
 

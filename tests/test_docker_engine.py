@@ -27,17 +27,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from container_replay import (
-    CHECKPOINT,
-    CHECKPOINT_SUFFIXES,
-    NAMES,
-    REPO,
-    SUBMISSIONS,
-    make_read_only,
-    read_png,
-    snapshot,
-    write_pngs,
-)
+from container_image import CHECKPOINT, CHECKPOINT_SUFFIXES, REPO, SUBMISSIONS
+from container_mounts import NAMES, make_read_only, read_png, snapshot, write_pngs
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.xdist_group("docker")]
 
@@ -162,6 +153,27 @@ def run(transcript: Transcript, *args: str, timeout: float = 1200) -> subprocess
     return result
 
 
+def readme_call(
+    transcript: Transcript,
+    image: str,
+    images: Path,
+    output: Path,
+    *options: str,
+    checkpoints: Path | None = None,
+) -> subprocess.CompletedProcess:
+    """The README's call, `options` before the image, the checkpoint folder mounted
+    at /app/checkpoints when given."""
+    mounts = ["-v", f"{checkpoints}:/app/checkpoints:ro"] if checkpoints else []
+    return run(
+        transcript,
+        *options,
+        *mounts,
+        "-v", f"{images}:/input:ro",
+        "-v", f"{output}:/output",
+        image, "/input", "/output/result.csv",
+    )  # fmt: skip
+
+
 def labels(path: Path) -> dict[str, int]:
     rows = [line.split(",") for line in path.read_text().splitlines()]
     assert all(len(row) == 2 for row in rows), rows
@@ -206,13 +218,7 @@ def test_readme_call(image, transcript, checkpoints, images, tmp_path):
     """The README's call, the output folder being the caller's (uid 1000 here)."""
     output = made_by(tmp_path / "output", HARNESS_USER)
     before = snapshot(images)
-    result = run(
-        transcript,
-        "-v", f"{checkpoints}:/app/checkpoints:ro",
-        "-v", f"{images}:/input:ro",
-        "-v", f"{output}:/output",
-        image, "/input", "/output/result.csv",
-    )  # fmt: skip
+    result = readme_call(transcript, image, images, output, checkpoints=checkpoints)
     assert result.returncode == 0, result.stderr
     assert sorted(labels(output / "result.csv")) == NAMES
     assert (output / "result.csv").stat().st_uid == HARNESS_USER[0]
@@ -224,15 +230,12 @@ def test_readme_call_locked_down(image, transcript, checkpoints, images, tmp_pat
     """Read-only root with a tmpfs, no capabilities, no new privileges, a memory cap,
     no network: runs as the --user given."""
     output = made_by(tmp_path / "output", HARNESS_USER)
-    result = run(
-        transcript,
+    result = readme_call(
+        transcript, image, images, output,
         "--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL",
         "--security-opt", "no-new-privileges", "-m=24g", "--network=none",
         "--user", "{}:{}".format(*HARNESS_USER),
-        "-v", f"{checkpoints}:/app/checkpoints:ro",
-        "-v", f"{images}:/input:ro",
-        "-v", f"{output}:/output",
-        image, "/input", "/output/result.csv",
+        checkpoints=checkpoints,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert sorted(labels(output / "result.csv")) == NAMES
@@ -250,11 +253,7 @@ def test_a_checkpoint_baked_in_on_purpose(image, transcript, checkpoints, images
     assert built.returncode == 0, built.stderr
     try:
         output = made_by(tmp_path / "output", HARNESS_USER)
-        result = run(
-            transcript,
-            "-v", f"{images}:/input:ro", "-v", f"{output}:/output",
-            baked, "/input", "/output/result.csv",
-        )  # fmt: skip
+        result = readme_call(transcript, baked, images, output)
         assert result.returncode == 0, result.stderr
         assert sorted(labels(output / "result.csv")) == NAMES
     finally:
@@ -265,14 +264,7 @@ def test_read_only_root_without_a_temporary_folder(
     image, transcript, checkpoints, images, tmp_path
 ):
     output = made_by(tmp_path / "output", HARNESS_USER)
-    result = run(
-        transcript,
-        "--read-only",
-        "-v", f"{checkpoints}:/app/checkpoints:ro",
-        "-v", f"{images}:/input:ro",
-        "-v", f"{output}:/output",
-        image, "/input", "/output/result.csv",
-    )  # fmt: skip
+    result = readme_call(transcript, image, images, output, "--read-only", checkpoints=checkpoints)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and "no writable temporary folder" in lines[0], result.stderr
