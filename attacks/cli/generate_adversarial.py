@@ -202,14 +202,14 @@ def main(argv: list[str]) -> int:
         num_iterations=FLAGS.num_iterations,
         chunk_size=FLAGS.chunk_size,
     )
+    floats = "float/<name>.npy: float32 pixels in [0, 255] before rounding; "
     record.write_settings(
         {
             "labels": FLAGS.labels_file or "the attacked model's predictions on the clean images",
             "targets": str(target_file) if target_file else None,
             "success_judged_by": attacker.judged_by,
             "outputs": "<name>: PNG rounded to uint8; "
-            + ("float/<name>.npy: float32 pixels in [0, 255] before rounding; " * FLAGS.save_float)
-            + "distances in pixel units",
+            f"{floats if FLAGS.save_float else ''}distances in pixel units",
         }
     )
     logging.info("%s on %s; success judged by %s", settings.attack, spec.name, attacker.judged_by)
