@@ -5,7 +5,7 @@ Conventions shared by every attack module:
 - an attack is a class of one kind (`attacks.kinds`: fixed budget or minimal
   perturbation) made with its keyword-only hyper-parameters and called on a
   target: a *logits function* `x -> [N, classes]` (a scenario's target model,
-  `attacks.scenarios.TargetModel.logits`), or for EOT-PGD the randomized defense
+  `attacks.evaluation.scenarios.TargetModel.logits`), or for EOT-PGD the randomized defense
   itself (`defense.RandomizedDefense`); `attacks.catalog` lists them by name;
 - epsilons are given in [0, 255] pixel units, as the paper and the competition
   do, and converted with `pixels_to_model`.
@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from defense import lazy_exports
+from defense.common.exports import lazy_exports
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -32,19 +32,19 @@ _EXPORTS = {
     "CarliniWagnerL2": "attacks.carlini_wagner",
     "FixedBudgetAttack": "attacks.kinds",
     "MinimalPerturbationAttack": "attacks.kinds",
-    "Scenario": "attacks.scenarios",
-    "TargetModel": "attacks.scenarios",
-    "build_scenario": "attacks.scenarios",
-    "target_model": "attacks.scenarios",
-    "fixed_defense_model": "attacks.scenarios",
-    "evaluate": "attacks.evaluation",
-    "evaluate_batches": "attacks.evaluation",
-    "AdversarialSet": "attacks.adversarial_set",
-    "read_adversarial_set": "attacks.adversarial_set",
+    "Scenario": "attacks.evaluation.scenarios",
+    "TargetModel": "attacks.evaluation.scenarios",
+    "build_scenario": "attacks.evaluation.scenarios",
+    "target_model": "attacks.evaluation.scenarios",
+    "fixed_defense_model": "attacks.evaluation.scenarios",
+    "evaluate": "attacks.evaluation.accuracy",
+    "evaluate_batches": "attacks.evaluation.accuracy",
+    "AdversarialSet": "attacks.evaluation.adversarial_set",
+    "read_adversarial_set": "attacks.evaluation.adversarial_set",
     "ATTACKS": "attacks.catalog",
     "get_attack": "attacks.catalog",
-    "PAPER_EPSILONS": "attacks.catalog",
-    "SCENARIOS": "attacks.catalog",
+    "PAPER_EPSILONS": "attacks.evaluation.protocol",
+    "SCENARIOS": "attacks.evaluation.protocol",
 }
 __all__ = sorted(
     [*_EXPORTS, "CLIP_MAX", "CLIP_MIN", "LogitsFn", "model_to_pixels", "pixels_to_model"]

@@ -33,7 +33,7 @@ import tensorflow as tf
 
 from attacks import CLIP_MAX, CLIP_MIN, LogitsFn
 from attacks.kinds import MinimalPerturbationAttack, check_count, check_number
-from defense.errors import ParameterError
+from defense.common.errors import ParameterError
 
 _ADAM_BETA1, _ADAM_BETA2, _ADAM_EPSILON = 0.9, 0.999, 1e-8
 _TANH_SHRINK = 0.999999

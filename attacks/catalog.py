@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from attacks.kinds import FIXED_BUDGET, MINIMAL_PERTURBATION
-from defense.errors import ParameterError
+from defense.common.errors import ParameterError
 
 # What an attack optimises against: the scenario's target model (a logits function,
-# `attacks.scenarios`), or the full randomized defense (`defense.RandomizedDefense`).
+# `attacks.evaluation.scenarios`), or the full randomized defense (`defense.RandomizedDefense`).
 SCENARIO, DEFENSE = "scenario", "defense"
 _KINDS = {"FixedBudgetAttack": FIXED_BUDGET, "MinimalPerturbationAttack": MINIMAL_PERTURBATION}
 _TYPES = {"float": float, "int": int, "bool": bool}
@@ -220,22 +220,3 @@ def get_attack(name: str) -> Attack:
     if name not in ATTACKS:
         raise ParameterError(f"unknown attack {name!r}; known attacks: {', '.join(ATTACKS)}")
     return ATTACKS[name]
-
-
-# The paper's FGSM epsilons in pixel units (Tables 2-6).
-PAPER_EPSILONS = (2, 5, 10)
-# The defense EOT-PGD attacks unless told otherwise.
-EOT_DEFAULT_CONFIG = "paper"
-# The paper's attack scenarios (Sections 4.3-4.6), built by `attacks.scenarios`.
-SCENARIOS = (
-    "vanilla",
-    "single_pattern",
-    "ensemble_pattern",
-    "one_pixel_padding",
-    "one_pixel_resizing",
-)
-# What an adversarial set can be judged on.
-SOURCES = {
-    "float": "the float adversarials before rounding (float/<name>.npy)",
-    "png": "the uint8 PNGs, rounded as the competition sees them",
-}

@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from attacks import CLIP_MAX, CLIP_MIN, LogitsFn
 from attacks.kinds import MinimalPerturbationAttack, check_count, check_number
-from defense.errors import ParameterError
+from defense.common.errors import ParameterError
 
 # cleverhans adds this to |f_k| so that a point on the boundary still moves.
 _MIN_STEP = 1e-5

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import numbers
 
-from defense.errors import ParameterError
+from defense.common.errors import ParameterError
 
 FIXED_BUDGET, MINIMAL_PERTURBATION = "fixed-budget", "minimal-perturbation"
 

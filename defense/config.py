@@ -16,9 +16,20 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
-from defense.randomization import METHODS, validate_range
-
 SHIPPED = "defense.configs"
+
+
+# How a pattern resizes: TF1's legacy nearest neighbour (the entry's) or TF2's bilinear.
+METHODS = ("nearest", "bilinear")
+
+
+def validate_range(low: int, high: int, out_size: int) -> None:
+    """Check a size range [low, high) fits an out_size canvas."""
+    if not 1 <= low < high <= out_size + 1:
+        raise ValueError(
+            f"resize range [{low}, {high}) must satisfy 1 <= low < high <= out_size + 1 "
+            f"(out_size={out_size})"
+        )
 
 
 @dataclass(frozen=True)

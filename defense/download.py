@@ -10,7 +10,7 @@ its checkpoint must hold exactly the variables and shapes the Keras model
 consumes. The download, each member and the whole extraction are capped in size,
 the download has an overall deadline, and an interruption removes the temporary
 folder. Only then are the
-checkpoint files moved into place atomically (`defense.files`), and the lock file records
+checkpoint files moved into place atomically (`defense.common.files`), and the lock file records
 what was seen so that a later download of a changed file is refused.
 """
 
@@ -37,8 +37,8 @@ from typing import Any, Literal
 from absl import logging
 from tqdm import tqdm
 
-from defense.errors import InputError
-from defense.files import ensure_writable_dir, move_into_place, write_text_atomic
+from defense.common.errors import InputError
+from defense.common.files import ensure_writable_dir, move_into_place, write_text_atomic
 from defense.models import REGISTRY, ModelSpec, expected_shapes, get_spec
 from defense.models.checkpoint import (
     CheckpointError,

@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from defense.config import DefenseConfig
-from defense.randomization import Pattern
+from defense.patterns import Pattern
 from defense.randomized_defense import RandomizedDefense
 
 # Far above float64's rounding of a sum of a few thousand scores of at most a few units.

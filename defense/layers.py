@@ -18,8 +18,8 @@ import keras
 import tensorflow as tf
 
 from defense.config import DefenseConfig
-from defense.patterns import draw_patterns
-from defense.randomization import apply_patterns, make_generator
+from defense.patterns import draw_patterns, make_generator
+from defense.randomization import apply_patterns
 
 _DEFAULTS = DefenseConfig(name="RandomResizePad")
 

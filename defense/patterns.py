@@ -1,18 +1,78 @@
-"""A model seen through patterns: the patterns a config draws, and the model's outputs
-for images each seen through its pattern.
+"""Randomization patterns: what a pattern is, how patterns are sampled and drawn as a
+config says, and a model's outputs for images each seen through its pattern.
 
-The defense (`defense.ensemble`), the scenarios' fixed patterns (`attacks.scenarios`)
+A *pattern* is (size, top, left, flip): the image (flipped left-right when `flip`)
+is resized to size x size and placed at (top, left) on an out_size x out_size
+canvas of zeros; `defense.randomization` applies patterns.
+
+The defense (`defense.ensemble`), the scenarios' fixed patterns (`attacks.evaluation.scenarios`)
 and EOT-PGD (`attacks.eot`) all see the model this way, so an attack optimises
 through exactly what the defense applies.
 """
 
 from __future__ import annotations
 
+import secrets
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
 import keras
+import numpy as np
 import tensorflow as tf
 
-from defense.config import DefenseConfig
-from defense.randomization import Pattern, apply_patterns, sample_patterns
+from defense.config import DefenseConfig, validate_range
+from defense.randomization import apply_patterns
+
+
+class Pattern(NamedTuple):
+    """A randomization pattern: resize to size x size, place at (top, left), flip first.
+
+    The fields are Python numbers for one pattern, or int32/bool tensors of shape [N]
+    for one pattern per item (`Pattern.stack` turns fixed patterns into that form).
+    """
+
+    size: Any
+    top: Any
+    left: Any
+    flip: Any = False
+
+    @classmethod
+    def stack(cls, patterns: Sequence[Pattern]) -> Pattern:
+        """Fixed patterns as one batch of [len(patterns)] tensors."""
+        return cls(
+            *(
+                tf.constant([getattr(p, field) for p in patterns], dtype)
+                for field, dtype in zip(cls._fields, (tf.int32,) * 3 + (tf.bool,), strict=True)
+            )
+        )
+
+
+def make_generator(seed: int | None = None) -> tf.random.Generator:
+    """Philox generator: from OS entropy by default, reproducible from `seed` when given."""
+    if seed is not None:
+        return tf.random.Generator.from_seed(seed)
+    state = np.frombuffer(secrets.token_bytes(24), dtype=np.int64)
+    return tf.random.Generator.from_state(state, alg="philox")
+
+
+def sample_patterns(
+    generator: tf.random.Generator,
+    count: int,
+    *,
+    low: int,
+    high: int,
+    out_size: int,
+    flip_probability: float = 0.0,
+) -> Pattern:
+    """Draw `count` patterns: size uniform in [low, high), offsets in [0, out_size - size]."""
+    validate_range(low, high, out_size)
+    size = generator.uniform([count], minval=low, maxval=high, dtype=tf.int32)
+    span = tf.cast(out_size - size + 1, tf.int64)
+    offsets = generator.uniform_full_int([2, count], dtype=tf.int64)
+    top = tf.cast(tf.math.floormod(offsets[0], span), tf.int32)
+    left = tf.cast(tf.math.floormod(offsets[1], span), tf.int32)
+    flip = generator.uniform([count]) < flip_probability
+    return Pattern(size, top, left, flip)
 
 
 def draw_patterns(

@@ -28,74 +28,15 @@ beside the non-adaptive numbers, with the patterns drawn as the defense draws th
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tensorflow as tf
 
-METHODS = ("nearest", "bilinear")
+from defense.config import METHODS
 
-
-class Pattern(NamedTuple):
-    """A randomization pattern: resize to size x size, place at (top, left), flip first.
-
-    The fields are Python numbers for one pattern, or int32/bool tensors of shape [N]
-    for one pattern per item (`Pattern.stack` turns fixed patterns into that form).
-    """
-
-    size: Any
-    top: Any
-    left: Any
-    flip: Any = False
-
-    @classmethod
-    def stack(cls, patterns: Sequence[Pattern]) -> Pattern:
-        """Fixed patterns as one batch of [len(patterns)] tensors."""
-        return cls(
-            *(
-                tf.constant([getattr(p, field) for p in patterns], dtype)
-                for field, dtype in zip(cls._fields, (tf.int32,) * 3 + (tf.bool,), strict=True)
-            )
-        )
-
-
-def make_generator(seed: int | None = None) -> tf.random.Generator:
-    """Philox generator: from OS entropy by default, reproducible from `seed` when given."""
-    if seed is not None:
-        return tf.random.Generator.from_seed(seed)
-    state = np.frombuffer(secrets.token_bytes(24), dtype=np.int64)
-    return tf.random.Generator.from_state(state, alg="philox")
-
-
-def validate_range(low: int, high: int, out_size: int) -> None:
-    """Check a size range [low, high) fits an out_size canvas."""
-    if not 1 <= low < high <= out_size + 1:
-        raise ValueError(
-            f"resize range [{low}, {high}) must satisfy 1 <= low < high <= out_size + 1 "
-            f"(out_size={out_size})"
-        )
-
-
-def sample_patterns(
-    generator: tf.random.Generator,
-    count: int,
-    *,
-    low: int,
-    high: int,
-    out_size: int,
-    flip_probability: float = 0.0,
-) -> Pattern:
-    """Draw `count` patterns: size uniform in [low, high), offsets in [0, out_size - size]."""
-    validate_range(low, high, out_size)
-    size = generator.uniform([count], minval=low, maxval=high, dtype=tf.int32)
-    span = tf.cast(out_size - size + 1, tf.int64)
-    offsets = generator.uniform_full_int([2, count], dtype=tf.int64)
-    top = tf.cast(tf.math.floormod(offsets[0], span), tf.int32)
-    left = tf.cast(tf.math.floormod(offsets[1], span), tf.int32)
-    flip = generator.uniform([count]) < flip_probability
-    return Pattern(size, top, left, flip)
+if TYPE_CHECKING:
+    from defense.patterns import Pattern
 
 
 def _axis_taps(
@@ -195,13 +136,3 @@ def apply_patterns(
         out_size=out_size,
         method=method,
     )
-
-
-def __getattr__(name: str) -> Any:
-    """`RandomResizePad` moved to `defense.layers` (it draws with `defense.patterns`,
-    which builds on this module); importing it from here still works."""
-    if name == "RandomResizePad":
-        from defense.layers import RandomResizePad
-
-        return RandomResizePad
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

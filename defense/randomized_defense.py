@@ -26,8 +26,7 @@ import keras
 import tensorflow as tf
 
 from defense.config import DefenseConfig
-from defense.patterns import draw_patterns, outputs_through_config
-from defense.randomization import Pattern, make_generator
+from defense.patterns import Pattern, draw_patterns, make_generator, outputs_through_config
 
 OUTPUTS = ("scores", "log_scores")
 

@@ -17,7 +17,7 @@ image-like inputs, after the machine's description:
 - optionally bfloat16, and per GPU TensorFlow sees, float32/float16/bfloat16.
 
 `--attacks` instead times the batched attacks against their un-batched equivalents
-(`attacks.speed`) on the digits CNN; `--memory` the peak RSS of the runner
+(`attacks.benchmark.speed`) on the digits CNN; `--memory` the peak RSS of the runner
 (`run_defense`, a generated checkpoint) for two numbers of images.
 """
 
@@ -168,7 +168,7 @@ def smooth_images(count: int, seed: int) -> np.ndarray:
 
 def build_model(name: str, precision: str):
     from defense import models
-    from defense.models.synthetic import assign_synthetic_weights
+    from defense.testing.weights import assign_synthetic_weights
 
     model = models.build(name, precision=precision)
     assign_synthetic_weights(model, seed=FLAGS.seed)
@@ -287,7 +287,7 @@ def trained_digits():
     """The tests' digits CNN, trained once per run (None, said so, without scikit-learn)."""
     use_test_models()
     try:
-        from digits import DEFENSE, train
+        from support.digits import DEFENSE, train
     except ImportError as error:
         report("digits CNN", f"not measured: {error} (pip install -e '.[dev]' for scikit-learn)")
         return None
@@ -310,7 +310,7 @@ def digits_bfloat16_agreement() -> None:
     digits = trained_digits()
     if digits is None:
         return
-    from digits import DEFENSE, build_model
+    from support.digits import DEFENSE, build_model
 
     from defense.ensemble import RandomizedEnsemble
     from defense.models import POLICIES
@@ -350,7 +350,7 @@ def digits_saving() -> dict[str, float]:
     digits = trained_digits()
     if digits is None:
         return {}
-    from digits import DEFENSE
+    from support.digits import DEFENSE
 
     from attacks.fgsm import FGSM
     from defense.ensemble import RandomizedEnsemble
@@ -390,9 +390,9 @@ def digits_saving() -> dict[str, float]:
 def defense_benchmark() -> None:
     import tensorflow as tf
 
+    from attacks.benchmark.cost import forward_flops
     from defense import models
     from defense.config import load_config
-    from defense.models.cost import forward_flops
 
     config = load_config("challenge").replace(num_iterations=FLAGS.num_iterations)
     device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
@@ -531,9 +531,13 @@ def attacks_benchmark() -> None:
     import tensorflow as tf
 
     use_test_models()
-    from digits import DEFENSE, train
+    from support.digits import DEFENSE, train
 
-    from attacks.speed import compare_carlini_wagner, compare_deepfool, compare_eot_gradient
+    from attacks.benchmark.speed import (
+        compare_carlini_wagner,
+        compare_deepfool,
+        compare_eot_gradient,
+    )
     from defense.randomized_defense import RandomizedDefense
 
     digits = train()
@@ -573,13 +577,13 @@ def attacks_benchmark() -> None:
 def memory_benchmark() -> None:
     """Peak RSS of `run_defense` (a child process each) on a generated checkpoint, per image count.
 
-    The checkpoint is the tests' slim-format Inception-ResNet-v2 one (`tests/slim_reference`).
+    The checkpoint is the tests' slim-format Inception-ResNet-v2 one (`tests/support/slim_reference`).
     """
     from PIL import Image
 
     use_test_models()
-    from slim_reference.checkpoint_writer import deterministic_values, write_checkpoint
-    from slim_reference.inception_resnet_v2 import variable_shapes
+    from support.slim_reference.checkpoint_writer import deterministic_values, write_checkpoint
+    from support.slim_reference.inception_resnet_v2 import variable_shapes
 
     counts = sorted(int(count) for count in FLAGS.memory_images)
     report(

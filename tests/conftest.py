@@ -14,7 +14,7 @@ import os
 import numpy as np
 import pytest
 
-from run_once import run_once
+from tests.support.run_once import run_once
 
 _GPUS = pytest.StashKey[list]()
 
@@ -82,8 +82,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def irv2_values() -> dict[str, np.ndarray]:
     """Deterministic test values of the 908 slim Inception-ResNet-v2 variables, by slim name."""
-    from slim_reference.checkpoint_writer import deterministic_values
-    from slim_reference.inception_resnet_v2 import variable_shapes
+    from tests.support.slim_reference.checkpoint_writer import deterministic_values
+    from tests.support.slim_reference.inception_resnet_v2 import variable_shapes
 
     return deterministic_values(variable_shapes())
 
@@ -93,7 +93,7 @@ def irv2_checkpoint(
     irv2_values: dict[str, np.ndarray], tmp_path_factory: pytest.TempPathFactory
 ) -> str:
     """Prefix of a slim-format checkpoint holding `irv2_values`; use it as a checkpoint path."""
-    from slim_reference.checkpoint_writer import write_checkpoint
+    from tests.support.slim_reference.checkpoint_writer import write_checkpoint
 
     folder = tmp_path_factory.mktemp("irv2_checkpoint")
     return write_checkpoint(folder / "inception_resnet_v2.ckpt", irv2_values)
@@ -104,7 +104,7 @@ def fgsm_run(irv2_checkpoint, tmp_path_factory):
     """The FGSM submission at MAX_EPSILON 4 on the generated checkpoint, with true labels
     and float copies, batches of 2: (inputs, output, checkpoint). Its users share the
     xdist group "fgsm_run", so it runs once."""
-    from adversarial_helpers import fgsm_submission_run
+    from tests.support.adversarial_helpers import fgsm_submission_run
 
     inputs, output = fgsm_submission_run(tmp_path_factory.mktemp("fgsm"), irv2_checkpoint)
     return inputs, output, irv2_checkpoint
@@ -115,7 +115,8 @@ def digits(tmp_path_factory):
     """A small CNN trained on scikit-learn's digits (about half a minute), with test data;
     trained once per run and loaded by the other workers (`run_once`)."""
     import keras
-    from digits import Digits, build_model, train
+
+    from tests.support.digits import Digits, build_model, train
 
     def trained() -> dict[str, np.ndarray]:
         found = train()
@@ -132,9 +133,8 @@ def digits(tmp_path_factory):
 @pytest.fixture(scope="session")
 def digits_target(digits):
     """The vanilla scenario's target model: the undefended digits CNN, as a logits function."""
-    from digits import INPUT_SIZE, OUT_SIZE
-
-    from attacks.scenarios import build_scenario, target_model
+    from attacks.evaluation.scenarios import build_scenario, target_model
+    from tests.support.digits import INPUT_SIZE, OUT_SIZE
 
     scenario = build_scenario("vanilla", input_size=INPUT_SIZE, out_size=OUT_SIZE)
     return target_model(digits.model, scenario).logits
@@ -150,9 +150,8 @@ def digits_correct(digits, digits_target) -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="session")
 def deepfool_run(digits_target, digits_correct, tmp_path_factory):
     """Images, labels, DeepFool examples and per-example steps, at the paper's settings."""
-    from digits import DEEPFOOL_IMAGES
-
     from attacks.deepfool import DeepFool
+    from tests.support.digits import DEEPFOOL_IMAGES
 
     images, labels = (a[:DEEPFOOL_IMAGES] for a in digits_correct)
 
@@ -167,9 +166,8 @@ def deepfool_run(digits_target, digits_correct, tmp_path_factory):
 @pytest.fixture(scope="session")
 def cw_run(digits_target, digits_correct, tmp_path_factory):
     """Images, labels and untargeted C&W examples with the digits tests' shortened schedule."""
-    from digits import CW_FAST_ITERATIONS, CW_IMAGES
-
     from attacks.carlini_wagner import CarliniWagnerL2
+    from tests.support.digits import CW_FAST_ITERATIONS, CW_IMAGES
 
     images, labels = (a[:CW_IMAGES] for a in digits_correct)
 

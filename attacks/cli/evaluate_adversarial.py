@@ -18,8 +18,8 @@ from pathlib import Path
 
 from absl import flags, logging
 
-from attacks.catalog import SCENARIOS, SOURCES
-from defense import cli
+from attacks.evaluation.protocol import SCENARIOS, SOURCES
+from defense.common import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("adversarial_dir", None, "Output directory of generate_adversarial.py.")
@@ -57,14 +57,14 @@ def main(argv: list[str]) -> int:
     if not FLAGS.adversarial_dir:
         return cli.fail(PROGRAM, "--adversarial_dir is required")
     cli.import_tensorflow()
-    from attacks.adversarial_set import read_adversarial_set, read_settings
-    from attacks.dataset import read_labels
-    from attacks.evaluation import evaluate_batches
-    from attacks.scenarios import build_scenario
+    from attacks.data.dataset import read_labels
+    from attacks.evaluation.accuracy import evaluate_batches
+    from attacks.evaluation.adversarial_set import read_adversarial_set, read_settings
+    from attacks.evaluation.scenarios import build_scenario
     from defense import models
+    from defense.common.errors import InputError
+    from defense.common.files import check_output_file, write_text_atomic
     from defense.config import load_config
-    from defense.errors import InputError
-    from defense.files import check_output_file, write_text_atomic
 
     directory = Path(FLAGS.adversarial_dir)
     try:

@@ -19,9 +19,10 @@ from pathlib import Path
 
 from absl import flags, logging
 
-from attacks.catalog import ATTACKS, DEFENSE, EOT_DEFAULT_CONFIG, SCENARIOS, HyperParameter
+from attacks.catalog import ATTACKS, DEFENSE, HyperParameter
+from attacks.evaluation.protocol import EOT_DEFAULT_CONFIG, SCENARIOS
 from attacks.kinds import FIXED_BUDGET
-from defense import cli
+from defense.common import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("input_dir", None, "Directory of input PNGs.")
@@ -117,9 +118,9 @@ def main(argv: list[str]) -> int:
     cli.import_tensorflow()
     import keras
 
-    from attacks.adversarial_set import RunRecord
-    from attacks.dataset import labels_for, read_labels, read_targets
-    from attacks.generate import (
+    from attacks.data.dataset import labels_for, read_labels, read_targets
+    from attacks.evaluation.adversarial_set import RunRecord
+    from attacks.evaluation.generate import (
         Attacker,
         check_image_sizes,
         check_run_options,
@@ -127,10 +128,10 @@ def main(argv: list[str]) -> int:
         pending_images,
         prepare_output_dir,
     )
-    from attacks.settings import labels_digest, make_settings
+    from attacks.evaluation.settings import labels_digest, make_settings
     from defense import models
-    from defense.errors import InputError
-    from defense.images import list_inputs
+    from defense.common.errors import InputError
+    from defense.common.images import list_inputs
     from defense.models.checkpoint import checkpoint_digest
 
     try:

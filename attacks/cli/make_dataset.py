@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from absl import flags, logging
 
-from attacks.dataset_builder import (
+from attacks.data.builder import (
     DATASET_FILE,
     DEFAULT_TIMEOUT,
     Classify,
@@ -36,8 +36,8 @@ from attacks.dataset_builder import (
     make_dataset,
     read_dataset_csv,
 )
-from defense import cli
-from defense.errors import InputError, ParameterError
+from defense.common import cli
+from defense.common.errors import InputError, ParameterError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string(
@@ -71,7 +71,7 @@ def _classifier(names: list[str], checkpoint_dir: str) -> Classify:
     used; a missing checkpoint fails here, before any image is cropped."""
     cli.import_tensorflow()
     from defense import models
-    from defense.images import to_model_input
+    from defense.common.images import to_model_input
     from defense.models.checkpoint import checkpoint_digest
 
     paths = {}

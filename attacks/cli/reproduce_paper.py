@@ -38,8 +38,8 @@ from attacks.paper.tables import (
     parse_rows,
     parse_tables,
 )
-from defense import cli
-from defense.errors import ParameterError
+from defense.common import cli
+from defense.common.errors import ParameterError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("table", None, f"Tables to reproduce, among {', '.join(map(str, TABLES))}.")
@@ -155,9 +155,9 @@ def main(argv: list[str]) -> int:
         write_figure,
         write_outputs,
     )
+    from defense.common.errors import InputError
+    from defense.common.files import ensure_writable_dir
     from defense.config import load_config
-    from defense.errors import InputError
-    from defense.files import ensure_writable_dir
     from defense.models import CheckpointError
 
     try:

@@ -24,7 +24,7 @@ import sys
 
 from absl import flags, logging
 
-from defense import cli
+from defense.common import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("attacks_dir", None, "Directory of non-targeted attack submissions.")
@@ -90,7 +90,7 @@ def main(argv: list[str]) -> int:
     if missing:
         return cli.fail(PROGRAM, f"{', '.join(missing)} required")
     from attacks.competition.harness import Options, prepare
-    from defense.errors import InputError
+    from defense.common.errors import InputError
 
     options = Options(
         defenses_dir=FLAGS.defenses_dir,

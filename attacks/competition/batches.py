@@ -18,14 +18,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from attacks.dataset import (
-    TARGET_CLASS,
-    LabelError,
-    labels_for,
-    parse_labels,
-    read_csv_lines,
-)
-from defense.errors import ParameterError
+from attacks.data.dataset import TARGET_CLASS, LabelError, labels_for, parse_labels, read_csv_lines
+from defense.common.errors import ParameterError
 
 EPSILON_CYCLE = (4, 8, 12, 16)
 CYCLE = "cycle"

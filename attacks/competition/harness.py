@@ -63,8 +63,8 @@ from attacks.competition.submissions import (
     Submission,
     discover,
 )
-from defense.errors import ParameterError
-from defense.files import check_output_file, ensure_writable_dir, write_text_atomic
+from defense.common.errors import ParameterError
+from defense.common.files import check_output_file, ensure_writable_dir, write_text_atomic
 
 TIME_LIMIT = 500.0
 GRACE_PERIOD = 10.0

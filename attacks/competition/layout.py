@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from attacks.competition.batches import Batch, sha256_bytes, sha256_file
-from defense.errors import InputError
-from defense.files import ensure_writable_dir, write_atomic
+from defense.common.errors import InputError
+from defense.common.files import ensure_writable_dir, write_atomic
 
 LOCK_FILE = ".run_competition.lock"
 
@@ -102,5 +102,5 @@ def place_files(folder: Path, files: Mapping[str, tuple[str, Path | bytes]]) -> 
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` atomically (`defense.files.write_atomic`)."""
+    """Write `data` to `path` atomically (`defense.common.files.write_atomic`)."""
     write_atomic(path, lambda handle: handle.write(data))

@@ -22,7 +22,7 @@ from typing import Any
 from attacks.competition.adversarial import AttackOutput
 from attacks.competition.batches import sha256_file
 from attacks.competition.runner import Outcome
-from defense.files import write_text_atomic
+from defense.common.files import write_text_atomic
 
 RECORD = "piece.json"
 RESULT_FILE = "result.csv"

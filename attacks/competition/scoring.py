@@ -23,7 +23,7 @@ from typing import Any
 
 from attacks.competition.batches import Dataset, listing
 from attacks.competition.pieces import AttackPiece, DefensePiece
-from defense.files import write_csv_atomic, write_text_atomic
+from defense.common.files import write_csv_atomic, write_text_atomic
 
 ACCURACY_ON_ATTACKS = "accuracy_on_attacks.csv"
 ACCURACY_ON_TARGETED_ATTACKS = "accuracy_on_targeted_attacks.csv"

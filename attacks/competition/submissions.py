@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from defense.errors import ParameterError
+from defense.common.errors import ParameterError
 
 ATTACK, TARGETED_ATTACK, DEFENSE = "attack", "targeted_attack", "defense"
 KINDS = (ATTACK, TARGETED_ATTACK, DEFENSE)

@@ -11,7 +11,7 @@
 - `attacks.paper.models`: a model set (name -> model loader, sizes, defense config,
   class names), from the registry's checkpoints or from any factory (test models);
 - `attacks.paper.compute`: one cell's accuracies, the paper's protocol
-  (`attacks.evaluation`) on the adversarials of the cell's attack;
+  (`attacks.evaluation.accuracy`) on the adversarials of the cell's attack;
 - `attacks.paper.run`: a whole run, with a progress bar over the cells;
 - `attacks.paper.plots`: the matplotlib figures (grouped bars per table, and a
   Figure-1-style triptych).

@@ -26,8 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from defense.errors import InputError
-from defense.files import write_text_atomic
+from defense.common.errors import InputError
+from defense.common.files import write_text_atomic
 
 RESULTS_FILE = "results.jsonl"
 SOURCES = ("float", "png")

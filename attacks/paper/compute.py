@@ -1,11 +1,11 @@
 """One cell of a table: its attack's adversarials, judged by the paper's protocol.
 
 A cell is one model, one row and one scenario on an image set. Its attack runs on
-the scenario's target model (`attacks.scenarios`), except the adaptive row's, which
+the scenario's target model (`attacks.evaluation.scenarios`), except the adaptive row's, which
 attacks the defense itself: EOT-PGD on `RandomizedDefense(model, config)`, or PGD on
 a diagnostic scenario's fixed defense. Batch by batch, the adversarials are taken
 as floats (before rounding, as the paper's near-0% target accuracies imply) or
-rounded to uint8 PNG pixels, and `attacks.evaluation.evaluate_batches` judges them:
+rounded to uint8 PNG pixels, and `attacks.evaluation.accuracy.evaluate_batches` judges them:
 target-model accuracy over all patterns, defense accuracy over `runs` runs with
 fresh patterns (one generator for the whole cell, seeded).
 
@@ -25,13 +25,13 @@ import numpy as np
 import tensorflow as tf
 
 from attacks.catalog import DEFENSE, get_attack
-from attacks.evaluation import evaluate_batches
-from attacks.generate import distances, to_outputs
+from attacks.evaluation.accuracy import evaluate_batches
+from attacks.evaluation.generate import distances, to_outputs
+from attacks.evaluation.scenarios import Scenario, build_scenario, fixed_defense_model, target_model
 from attacks.paper.data import ImageSet
 from attacks.paper.models import ModelEntry
-from attacks.scenarios import Scenario, build_scenario, fixed_defense_model, target_model
+from defense.common.images import to_model_input
 from defense.ensemble import RandomizedEnsemble
-from defense.images import to_model_input
 from defense.randomized_defense import RandomizedDefense
 
 AttackFn = Callable[[np.ndarray, np.ndarray], np.ndarray]

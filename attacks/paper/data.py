@@ -4,7 +4,7 @@ subset of Sections 4.5-4.6, and a digest that names exactly those images.
 The digest covers every image's name, label and file content, so results made on
 other images (or regenerated ones) are never taken for this set's. Images are read
 at the size a scenario needs (the one-pixel diagnostics of Section 4.6 work on
-330x330 from the 299x299 dataset: resized with Lanczos, as `defense.images` does).
+330x330 from the 299x299 dataset: resized with Lanczos, as `defense.common.images` does).
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from attacks.dataset import labels_for, read_labels
-from attacks.dataset_builder import sample
-from defense.errors import InputError
-from defense.images import ImageError, list_inputs, read_image
+from attacks.data.builder import sample
+from attacks.data.dataset import labels_for, read_labels
+from defense.common.errors import InputError
+from defense.common.images import ImageError, list_inputs, read_image
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from attacks.paper.tables import MODEL_TITLES
-from defense.errors import ParameterError
+from defense.common.errors import ParameterError
 
 if TYPE_CHECKING:
     import keras

@@ -24,7 +24,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from attacks.paper.tables import CLEAN, Column, Measured, PaperTable
-from defense.files import write_atomic
+from defense.common.files import write_atomic
 
 FORMATS = ("png", "pdf")
 MAGNIFY = 10

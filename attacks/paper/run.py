@@ -39,8 +39,8 @@ from attacks.paper.tables import (
     row_attack,
     row_title,
 )
-from defense.errors import ParameterError
-from defense.files import ensure_writable_dir, write_text_atomic
+from defense.common.errors import ParameterError
+from defense.common.files import ensure_writable_dir, write_text_atomic
 
 TABLES_FILE, PLOTS_DIR = "tables.txt", "plots"
 # Clean images are the dataset's PNGs: float and PNG judging are the same, so one cell.

@@ -5,7 +5,7 @@ Xie et al., ICLR 2018), in its column order: per model, target model then
 defense model. Table 1 (clean images) is stored as one row whose "target" is
 the model without randomization and whose "defense" is the model with it.
 
-Every table fixes a scenario (`attacks.scenarios`) and an image set: the whole
+Every table fixes a scenario (`attacks.evaluation.scenarios`) and an image set: the whole
 dataset (the paper's 5000 images, Tables 1-3) or its 500-image subset (Tables
 4-6). Its attack rows are the paper's (FGSM with epsilon 2, 5, 10 pixel units,
 DeepFool, C&W at the attacks' cleverhans defaults), plus an adaptive row the
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from attacks.catalog import get_attack
-from defense.errors import ParameterError
+from defense.common.errors import ParameterError
 
 PAPER_MODELS = (
     "inception_v3",

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from defense import lazy_exports
+from defense.common.exports import lazy_exports
 
 _EXPORTS = {
     "RandomizationPreprocessor": "defense.adapters.art",

@@ -33,8 +33,8 @@ from scipy.special import log_softmax, logsumexp
 
 from defense.adapters import logits_width
 from defense.config import DefenseConfig
-from defense.patterns import draw_patterns
-from defense.randomization import Pattern, apply_patterns, make_generator
+from defense.patterns import Pattern, draw_patterns, make_generator
+from defense.randomization import apply_patterns
 
 CLIP_VALUES = (-1.0, 1.0)
 

@@ -13,7 +13,7 @@ import sys
 
 from absl import flags, logging
 
-from defense import cli
+from defense.common import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string(

@@ -11,7 +11,7 @@ import math
 
 from absl import flags
 
-from defense import cli
+from defense.common import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_boolean("list_variables", True, "Print every variable with its shape and dtype.")

@@ -14,7 +14,7 @@ import contextlib
 
 from absl import flags, logging
 
-from defense import cli
+from defense.common import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("input_dir", None, "Directory of 299x299 PNG images.")
@@ -68,10 +68,10 @@ def main(argv: list[str]) -> int:
         return cli.fail(PROGRAM, "--input_dir and --output_file are required")
 
     cli.import_tensorflow()
+    from defense.common.errors import InputError, ParameterError
+    from defense.common.files import check_output_file
+    from defense.common.images import list_inputs
     from defense.config import load_config
-    from defense.errors import InputError, ParameterError
-    from defense.files import check_output_file
-    from defense.images import list_inputs
     from defense.models import CheckpointError, get_spec
 
     try:
@@ -89,10 +89,10 @@ def main(argv: list[str]) -> int:
     checkpoint = FLAGS.checkpoint_path or cli.default_checkpoint(spec.checkpoint_file)
 
     from defense import models
+    from defense.classify import classify_directory
     from defense.distribute import NoGPUError, mirrored_strategy
     from defense.ensemble import RandomizedEnsemble
     from defense.labels import class_names
-    from defense.runner import classify_directory
 
     options = {"aux_head": FLAGS.aux_head} if FLAGS["aux_head"].present else {}
     try:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import keras
 
-from defense.errors import ParameterError
+from defense.common.errors import ParameterError
 from defense.models import inception_resnet_v2, inception_v3, resnet_v2
 
 CHECKPOINT_BASE_URL = "https://download.tensorflow.org/models/"

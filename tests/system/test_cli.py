@@ -1,0 +1,194 @@
+"""The command-line programs as installed: fast `--help`, quiet TensorFlow start, the
+checkpoint directory rule, and clear errors for multi-GPU without GPUs."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from defense.common import cli
+
+REPO = Path(__file__).resolve().parents[2]
+COMMANDS = {
+    "run_defense": "defense.cli.run_defense",
+    "download_checkpoints": "defense.cli.download_checkpoints",
+    "inspect_checkpoint": "defense.cli.inspect_checkpoint",
+    "generate_adversarial": "attacks.cli.generate_adversarial",
+    "evaluate_adversarial": "attacks.cli.evaluate_adversarial",
+    "run_competition": "attacks.cli.run_competition",
+    "reproduce_paper": "attacks.cli.reproduce_paper",
+    "make_dataset": "attacks.cli.make_dataset",
+}
+
+
+def command(name: str) -> str:
+    """The console command installed beside this interpreter (by `pip install`)."""
+    path = Path(sys.executable).with_name(name)
+    assert path.exists(), f"{name} is not installed beside {sys.executable}; pip install ."
+    return str(path)
+
+
+def quiet_env(**extra: str) -> dict[str, str]:
+    environment = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    return {**environment, **extra}
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_defining_the_flags_imports_no_tensorflow(name):
+    code = f"import sys, {COMMANDS[name]}; assert 'tensorflow' not in sys.modules, 'imported'"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_console_command_help_from_another_directory(name, tmp_path):
+    result = subprocess.run(
+        [command(name), "--help"], capture_output=True, text=True, cwd=tmp_path, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert name in result.stdout and "flags" in result.stdout.lower()
+
+
+def test_a_failing_run_prints_only_its_own_message(tmp_path):
+    result = subprocess.run(
+        [command("run_defense"), f"--input_dir={REPO / 'samples'}", "--output_file=x.csv"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=quiet_env(),
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("run_defense: error: no checkpoint at checkpoints/"), (
+        result.stderr
+    )
+    for noise in cli.TENSORFLOW_NOISE:
+        assert noise not in result.stderr
+    assert "cudart_stub" not in result.stderr and "cpu_feature_guard" not in result.stderr
+
+
+def test_no_writable_temporary_folder_is_one_line_and_exit_2(tmp_path):
+    """As under `docker run --read-only` without `--tmpfs /tmp`: no place `tempfile`
+    tries can take a file (here its one candidate is a folder that does not exist)."""
+    code = (
+        "import sys, tempfile; tempfile.tempdir = None; "
+        f"tempfile._candidate_tempdir_list = lambda: [{str(tmp_path / 'missing')!r}]; "
+        "from defense.cli import run_defense; sys.argv = ['run_defense', *sys.argv[1:]]; "
+        "run_defense.run()"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, f"--input_dir={REPO / 'samples'}", "--output_file=x.csv"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=quiet_env(),
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [f"run_defense: error: {cli.NO_TEMPORARY_FOLDER}"]
+
+
+def test_a_log_level_the_user_set_hides_nothing(tmp_path):
+    code = (
+        "import os; from defense.common import cli; cli.import_tensorflow(); "
+        "print(os.environ['TF_CPP_MIN_LOG_LEVEL'])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=quiet_env(TF_CPP_MIN_LOG_LEVEL="0"),
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "0"
+    assert cli.TENSORFLOW_NOISE[0] in result.stderr
+
+
+def test_checkpoint_dir_rule(monkeypatch, tmp_path):
+    monkeypatch.delenv(cli.CHECKPOINT_DIR_ENV, raising=False)
+    assert cli.default_checkpoint("a.ckpt") == Path("checkpoints") / "a.ckpt"
+    monkeypatch.setenv(cli.CHECKPOINT_DIR_ENV, str(tmp_path))
+    assert cli.default_checkpoint("a.ckpt") == tmp_path / "a.ckpt"
+
+
+def test_missing_checkpoint_in_the_container_names_the_mount(monkeypatch):
+    monkeypatch.setenv(cli.CHECKPOINT_DIR_ENV, "/app/checkpoints")
+    monkeypatch.delenv(cli.CONTAINER_ENV, raising=False)
+    assert "download_checkpoints" in cli.checkpoint_hint("a.ckpt")
+    assert cli.output_hint() == ""
+    monkeypatch.setenv(cli.CONTAINER_ENV, "1")
+    assert "-v /path/to/checkpoints:/app/checkpoints:ro" in cli.checkpoint_hint("a.ckpt")
+    assert "--user" in cli.output_hint()
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_without_gpus_exits_2(tmp_path):
+    import tensorflow as tf
+
+    if tf.config.list_logical_devices("GPU"):
+        pytest.skip("checks the no-GPU error; with a GPU, tests/system/test_gpu.py runs mirrored")
+    result = subprocess.run(
+        [
+            command("run_defense"),
+            f"--input_dir={REPO / 'samples'}",
+            f"--output_file={tmp_path / 'out.csv'}",
+            "--strategy=mirrored",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert "--strategy=mirrored: TensorFlow sees no GPU" in result.stderr
+    assert not (tmp_path / "out.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "message"),
+    [
+        ("run_defense", ["--batch_size=0"], "--batch_size=0: 0 is not a positive integer"),
+        ("run_defense", ["--num_iterations=0"], "--num_iterations=0"),
+        ("run_defense", ["--chunk_size=0"], "--chunk_size=0"),
+        ("run_defense", ["--batch_size=abc"], "--batch_size=abc"),
+        ("run_defense", ["--no_such_flag"], "Unknown command line flag 'no_such_flag'"),
+        ("evaluate_adversarial", ["--runs=0"], "--runs=0"),
+        ("generate_adversarial", ["--max_epsilon=abc"], "--max_epsilon=abc"),
+        ("download_checkpoints", ["--timeout=0"], "--timeout=0"),
+    ],
+)
+def test_flag_errors_exit_2_with_one_message(name, args, message):
+    result = subprocess.run([command(name), *args], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"{name}: error: flag") or "Unknown" in result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_attack_submission_with_a_bad_epsilon_exits_2(tmp_path):
+    result = subprocess.run(
+        [str(REPO / "submissions" / "fgsm" / "run_attack.sh"), str(tmp_path), str(tmp_path), "abc"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHON": sys.executable},
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "--max_epsilon=abc" in result.stderr
+
+
+def test_a_write_error_or_an_interruption_is_one_message(capsys):
+    def disk_full():
+        raise OSError(28, "No space left on device")
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    assert cli.run_writing("prog", "out.csv", disk_full) == cli.EXIT_FATAL
+    assert capsys.readouterr().err == (
+        "prog: error: cannot write out.csv: No space left on device; what was finished is kept\n"
+    )
+    assert cli.run_writing("prog", "out.csv", interrupted) == cli.EXIT_INTERRUPTED
+    assert "prog: interrupted; what was finished is kept in out.csv" in capsys.readouterr().err
+    assert cli.run_writing("prog", "out.csv", lambda: "done") == "done"
