@@ -19,7 +19,7 @@ _EXPORTS = {
     "RandomizedDefense": "defense.randomized_defense",
     "Pattern": "defense.patterns",
     "RandomResizePad": "defense.layers",
-    "apply_patterns": "defense.randomization",
+    "apply_patterns": "defense.patterns",
     "make_generator": "defense.patterns",
     "resize_and_pad": "defense.randomization",
     "sample_patterns": "defense.patterns",

@@ -1,7 +1,7 @@
 """The defense's randomization as a Keras layer (Xie et al., ICLR 2018, Section 3.2.1).
 
 `RandomResizePad` draws a fresh pattern at every call with `defense.patterns.draw_patterns`,
-the defense's own sampler, and applies it with `defense.randomization.apply_patterns`:
+the defense's own sampler, and applies it with `defense.patterns.apply_patterns`:
 sampling and applying are the two halves the ensemble, EOT-PGD and the adapters use.
 Its arguments default to `DefenseConfig`'s (the challenge entry's: sizes [310, 331) on a
 331 canvas, flips with probability 0.5, one pattern per batch) and are checked by it.
@@ -18,8 +18,7 @@ import keras
 import tensorflow as tf
 
 from defense.config import DefenseConfig
-from defense.patterns import draw_patterns, make_generator
-from defense.randomization import apply_patterns
+from defense.patterns import apply_patterns, draw_patterns, make_generator
 
 _DEFAULTS = DefenseConfig(name="RandomResizePad")
 

@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from defense.config import DefenseConfig, validate_range
-from defense.randomization import apply_patterns
+from defense.randomization import resize_and_pad
 
 
 class Pattern(NamedTuple):
@@ -73,6 +73,25 @@ def sample_patterns(
     left = tf.cast(tf.math.floormod(offsets[1], span), tf.int32)
     flip = generator.uniform([count]) < flip_probability
     return Pattern(size, top, left, flip)
+
+
+def apply_patterns(
+    images: tf.Tensor | np.ndarray,
+    patterns: Pattern,
+    *,
+    out_size: int = 331,
+    method: str = "nearest",
+) -> tf.Tensor:
+    """`resize_and_pad` with one pattern per image."""
+    return resize_and_pad(
+        images,
+        patterns.size,
+        patterns.top,
+        patterns.left,
+        flip=patterns.flip,
+        out_size=out_size,
+        method=method,
+    )
 
 
 def draw_patterns(

@@ -28,15 +28,10 @@ beside the non-adaptive numbers, with the patterns drawn as the defense draws th
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import tensorflow as tf
 
 from defense.config import METHODS
-
-if TYPE_CHECKING:
-    from defense.patterns import Pattern
 
 
 def _axis_taps(
@@ -117,22 +112,3 @@ def resize_and_pad(
     images = tf.where(flip[:, None, None, None], tf.reverse(images, axis=[2]), images)
     rows = _resample_axis(images, height, size, top, out_size, method, axis=1)
     return _resample_axis(rows, width, size, left, out_size, method, axis=2)
-
-
-def apply_patterns(
-    images: tf.Tensor | np.ndarray,
-    patterns: Pattern,
-    *,
-    out_size: int = 331,
-    method: str = "nearest",
-) -> tf.Tensor:
-    """`resize_and_pad` with one pattern per image."""
-    return resize_and_pad(
-        images,
-        patterns.size,
-        patterns.top,
-        patterns.left,
-        flip=patterns.flip,
-        out_size=out_size,
-        method=method,
-    )

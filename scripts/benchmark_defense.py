@@ -577,7 +577,7 @@ def attacks_benchmark() -> None:
 def memory_benchmark() -> None:
     """Peak RSS of `run_defense` (a child process each) on a generated checkpoint, per image count.
 
-    The checkpoint is the tests' slim-format Inception-ResNet-v2 one (`tests/support/slim_reference`).
+    The checkpoint is the tests' slim-format Inception-ResNet-v2 one.
     """
     from PIL import Image
 

@@ -33,8 +33,7 @@ from scipy.special import log_softmax, logsumexp
 
 from defense.adapters import logits_width
 from defense.config import DefenseConfig
-from defense.patterns import Pattern, draw_patterns, make_generator
-from defense.randomization import apply_patterns
+from defense.patterns import Pattern, apply_patterns, draw_patterns, make_generator
 
 CLIP_VALUES = (-1.0, 1.0)
 

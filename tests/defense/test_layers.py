@@ -8,8 +8,7 @@ import tensorflow as tf
 
 from defense.config import DefenseConfig
 from defense.layers import RandomResizePad
-from defense.patterns import draw_patterns, make_generator
-from defense.randomization import apply_patterns
+from defense.patterns import apply_patterns, draw_patterns, make_generator
 
 
 def test_layer_uses_one_pattern_per_batch_or_per_image():

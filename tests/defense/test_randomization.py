@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from defense.patterns import Pattern, make_generator, sample_patterns
-from defense.randomization import apply_patterns, resize_and_pad
+from defense.patterns import Pattern, apply_patterns, make_generator, sample_patterns
+from defense.randomization import resize_and_pad
 
 
 def legacy_resize_and_pad(images, size, top, left, out_size=331):

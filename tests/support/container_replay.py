@@ -328,7 +328,7 @@ class Replay:
         for step in self.steps:
             handler = getattr(self, f"_do_{step.name.lower()}", None)
             assert handler is not None, (
-                f"Dockerfile line {step.line}: the replay in tests/system/test_docker.py does not know "
+                f"Dockerfile line {step.line}: the replay in test_docker.py does not know "
                 f"{step.name}; teach it"
             )
             handler(step)
@@ -516,7 +516,7 @@ class Replay:
             self._useradd(argv[1:])
         else:
             pytest.fail(
-                f"Dockerfile line {step.line}: the replay in tests/system/test_docker.py does not know "
+                f"Dockerfile line {step.line}: the replay in test_docker.py does not know "
                 f"`{shlex.join(argv)}`; teach it"
             )
 

@@ -23,8 +23,8 @@ from defense import models
 from defense.common.images import read_image, to_model_input
 from defense.config import DefenseConfig, load_config
 from defense.ensemble import RandomizedEnsemble
-from defense.patterns import make_generator, sample_patterns
-from defense.randomization import apply_patterns, resize_and_pad
+from defense.patterns import apply_patterns, make_generator, sample_patterns
+from defense.randomization import resize_and_pad
 from tests.system.test_run_defense_cli import read_labels, smooth_image
 
 REPO = Path(__file__).resolve().parents[2]

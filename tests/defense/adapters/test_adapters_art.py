@@ -19,8 +19,7 @@ import tensorflow as tf
 
 from defense.config import DefenseConfig
 from defense.ensemble import RandomizedEnsemble
-from defense.patterns import draw_patterns, make_generator
-from defense.randomization import apply_patterns
+from defense.patterns import apply_patterns, draw_patterns, make_generator
 from tests.support.run_once import run_once
 from tests.support.tiny_models import tiny_classifier
 
