@@ -1,14 +1,15 @@
 """Adversarial attacks on the slim classifiers and on the randomization defense.
 
-Conventions shared by every attack module:
-- images live in model input space, float32 NHWC in [-1, 1]; attacks clip there;
+Conventions shared by every attack:
+- images live in model input space, float32 NHWC in [-1, 1]; epsilons are given in
+  [0, 255] pixel units, as the paper and the competition do (`pixels_to_model`);
 - an attack is a class of one kind (`attacks.kinds`: fixed budget or minimal
-  perturbation) made with its keyword-only hyper-parameters and called on a
-  target: a *logits function* `x -> [N, classes]` (a scenario's target model,
-  `attacks.evaluation.scenarios.TargetModel.logits`), or for EOT-PGD the randomized defense
-  itself (`defense.RandomizedDefense`); `attacks.catalog` lists them by name;
-- epsilons are given in [0, 255] pixel units, as the paper and the competition
-  do, and converted with `pixels_to_model`.
+  perturbation) made with its keyword-only hyper-parameters; every attack is called
+  the same way, `attack(target, images, labels, *, targeted=False)`, on a logits
+  function (a scenario's `TargetModel.logits`, a Keras classifier) or on
+  `defense.RandomizedDefense` (EOT-PGD); the base class checks the inputs, projects
+  and clips the result and reports success, each attack implements only `run`;
+- `attacks.catalog` lists them by name; `attacks.evaluation` is what uses them.
 """
 
 from __future__ import annotations
@@ -23,15 +24,24 @@ if TYPE_CHECKING:
 
 LogitsFn = Callable[["tf.Tensor"], "tf.Tensor"]
 
-# What a user may import, loaded on first use (see `defense.lazy_exports`).
-_EXPORTS = {
+# The attacks: the two kinds, each attack, the catalog, and the units they share.
+_ATTACKS = {
+    "Attack": "attacks.kinds",
+    "FixedBudgetAttack": "attacks.kinds",
+    "MinimalPerturbationAttack": "attacks.kinds",
     "FGSM": "attacks.fgsm",
     "PGD": "attacks.pgd",
     "EOTPGD": "attacks.eot",
     "DeepFool": "attacks.deepfool",
     "CarliniWagnerL2": "attacks.carlini_wagner",
-    "FixedBudgetAttack": "attacks.kinds",
-    "MinimalPerturbationAttack": "attacks.kinds",
+    "ATTACKS": "attacks.catalog",
+    "get_attack": "attacks.catalog",
+}
+_UNITS = ["CLIP_MIN", "CLIP_MAX", "LogitsFn", "pixels_to_model", "model_to_pixels"]
+# Evaluation: the paper's scenarios, accuracies under its protocol, adversarial sets.
+_EVALUATION = {
+    "SCENARIOS": "attacks.evaluation.protocol",
+    "PAPER_EPSILONS": "attacks.evaluation.protocol",
     "Scenario": "attacks.evaluation.scenarios",
     "TargetModel": "attacks.evaluation.scenarios",
     "build_scenario": "attacks.evaluation.scenarios",
@@ -41,15 +51,9 @@ _EXPORTS = {
     "evaluate_batches": "attacks.evaluation.accuracy",
     "AdversarialSet": "attacks.evaluation.adversarial_set",
     "read_adversarial_set": "attacks.evaluation.adversarial_set",
-    "ATTACKS": "attacks.catalog",
-    "get_attack": "attacks.catalog",
-    "PAPER_EPSILONS": "attacks.evaluation.protocol",
-    "SCENARIOS": "attacks.evaluation.protocol",
 }
-__all__ = sorted(
-    [*_EXPORTS, "CLIP_MAX", "CLIP_MIN", "LogitsFn", "model_to_pixels", "pixels_to_model"]
-)
-__getattr__ = lazy_exports(__name__, _EXPORTS)
+__all__ = [*_ATTACKS, *_UNITS, *_EVALUATION]
+__getattr__ = lazy_exports(__name__, {**_ATTACKS, **_EVALUATION})
 CLIP_MIN, CLIP_MAX = -1.0, 1.0
 
 

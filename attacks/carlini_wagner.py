@@ -28,12 +28,10 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import tensorflow as tf
 
 from attacks import CLIP_MAX, CLIP_MIN, LogitsFn
 from attacks.kinds import MinimalPerturbationAttack, check_count, check_number
-from defense.common.errors import ParameterError
 
 _ADAM_BETA1, _ADAM_BETA2, _ADAM_EPSILON = 0.9, 0.999, 1e-8
 _TANH_SHRINK = 0.999999
@@ -80,25 +78,16 @@ class CarliniWagnerL2(MinimalPerturbationAttack):
         # at every call would trace again at every call.
         self._optimisers: dict[tuple[LogitsFn, bool], Callable[..., Any]] = {}
 
-    def __call__(
-        self,
-        logits_fn: LogitsFn,
-        images: tf.Tensor,
-        labels: npt.ArrayLike | tf.Tensor,
-        *,
-        targeted: bool = False,
+    def run(
+        self, target: LogitsFn, images: tf.Tensor, labels: tf.Tensor, *, targeted: bool
     ) -> tf.Tensor:
         """The C&W examples of `images`."""
-        images = tf.clip_by_value(tf.convert_to_tensor(images, tf.float32), CLIP_MIN, CLIP_MAX)
-        labels = tf.cast(tf.convert_to_tensor(labels), tf.int32)
-        if labels.shape != images.shape[:1]:
-            raise ParameterError(
-                f"need one label per image, got {labels.shape} for {images.shape}", "labels"
-            )
-        key = (logits_fn, targeted)
+        images = tf.clip_by_value(images, CLIP_MIN, CLIP_MAX)
+        labels = tf.cast(labels, tf.int32)
+        key = (target, targeted)
         if key not in self._optimisers:
             self._optimisers[key] = _optimiser(
-                logits_fn,
+                target,
                 targeted=targeted,
                 confidence=self.confidence,
                 learning_rate=self.learning_rate,

@@ -39,6 +39,11 @@ class DeepFool(MinimalPerturbationAttack):
         max_iter: Iterations at most.
     """
 
+    # cleverhans 3.x's DeepFool is untargeted and moves away from the model's own
+    # prediction: it takes labels like every attack, and may be called without them.
+    targetable = False
+    uses_labels = False
+
     def __init__(
         self, *, nb_candidate: int = 10, overshoot: float = 0.02, max_iter: int = 50
     ) -> None:
@@ -54,9 +59,12 @@ class DeepFool(MinimalPerturbationAttack):
             LogitsFn, Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
         ] = {}
 
-    def __call__(self, logits_fn: LogitsFn, images: tf.Tensor) -> tf.Tensor:
-        """DeepFool examples for `images`, away from the model's own predictions."""
-        adversarial, _ = self.with_steps(logits_fn, images)
+    def run(
+        self, target: LogitsFn, images: tf.Tensor, labels: tf.Tensor | None, *, targeted: bool
+    ) -> tf.Tensor:
+        """DeepFool examples for `images`, away from the model's own predictions (the
+        labels are not used)."""
+        adversarial, _ = self.with_steps(target, images)
         return adversarial
 
     def with_steps(self, logits_fn: LogitsFn, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

@@ -40,6 +40,9 @@ class EOTPGD(FixedBudgetAttack):
         random_start: Start at a random point of the ball.
     """
 
+    # Its target is a `defense.RandomizedDefense` (any other is refused when called).
+    on_defense = True
+
     def __init__(
         self,
         *,
@@ -57,16 +60,15 @@ class EOTPGD(FixedBudgetAttack):
         check_linf_budget(epsilon, self.step_size, steps)
         check_count("samples", samples, 1)
 
-    def __call__(
+    def run(
         self,
-        defense: RandomizedDefense,
+        target: RandomizedDefense,
         images: tf.Tensor,
         labels: tf.Tensor,
         *,
-        targeted: bool = False,
+        targeted: bool,
     ) -> tf.Tensor:
         """Adversarial images within `epsilon` (pixel units) of `images`, in [-1, 1]."""
-        images = tf.convert_to_tensor(images, tf.float32)
         radius, step = pixels_to_model(self.epsilon), pixels_to_model(self.step_size)
         if targeted:
             step = -step
@@ -77,9 +79,9 @@ class EOTPGD(FixedBudgetAttack):
 
         adversarial = images
         if self.random_start:
-            noise = defense.generator.uniform(images.shape, -radius, radius)
+            noise = target.generator.uniform(images.shape, -radius, radius)
             adversarial = project(images + noise)
         for _ in range(self.steps):
-            gradient = defense.loss_gradient(adversarial, labels, samples=self.samples)
+            gradient = target.loss_gradient(adversarial, labels, samples=self.samples)
             adversarial = project(adversarial + step * tf.sign(gradient))
         return adversarial

@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 from cleverhans.tf2.attacks.fast_gradient_method import fast_gradient_method
 
-from attacks import CLIP_MAX, CLIP_MIN, LogitsFn, pixels_to_model
+from attacks import LogitsFn, pixels_to_model
 from attacks.kinds import FixedBudgetAttack, check_epsilon
 
 
@@ -23,24 +23,16 @@ class FGSM(FixedBudgetAttack):
         check_epsilon(epsilon)
         self.epsilon = epsilon
 
-    def __call__(
-        self,
-        logits_fn: LogitsFn,
-        images: tf.Tensor,
-        labels: tf.Tensor,
-        *,
-        targeted: bool = False,
-        clip: bool = True,
+    def run(
+        self, target: LogitsFn, images: tf.Tensor, labels: tf.Tensor, *, targeted: bool
     ) -> tf.Tensor:
-        """Adversarial images in [-1, 1]; with `clip=False` the perturbation is exactly
-        epsilon wherever the gradient is non-zero, before any clipping to the image range."""
+        """`images` moved by exactly epsilon wherever the gradient is non-zero; the base
+        class clips the result to [-1, 1] (unless called with `clip=False`)."""
         return fast_gradient_method(
-            logits_fn,
-            tf.convert_to_tensor(images, tf.float32),
+            target,
+            images,
             pixels_to_model(self.epsilon),
             np.inf,
-            clip_min=CLIP_MIN if clip else None,
-            clip_max=CLIP_MAX if clip else None,
-            y=tf.convert_to_tensor(labels, tf.int64),
+            y=labels,
             targeted=targeted,
         )

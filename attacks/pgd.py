@@ -42,21 +42,21 @@ class PGD(FixedBudgetAttack):
         self.random_start = random_start
         check_linf_budget(epsilon, self.step_size, steps)
 
-    def __call__(
-        self, logits_fn: LogitsFn, images: tf.Tensor, labels: tf.Tensor, *, targeted: bool = False
+    def run(
+        self, target: LogitsFn, images: tf.Tensor, labels: tf.Tensor, *, targeted: bool
     ) -> tf.Tensor:
         """Adversarial images in [-1, 1]: away from the labels, or towards them when targeted."""
         radius = pixels_to_model(self.epsilon)
         return projected_gradient_descent(
-            logits_fn,
-            tf.convert_to_tensor(images, tf.float32),
+            target,
+            images,
             radius,
             pixels_to_model(self.step_size),
             self.steps,
             np.inf,
             clip_min=CLIP_MIN,
             clip_max=CLIP_MAX,
-            y=tf.convert_to_tensor(labels, tf.int64),
+            y=labels,
             targeted=targeted,
             rand_init=self.random_start,
             rand_minmax=radius if self.random_start else None,

@@ -9,28 +9,36 @@ from __future__ import annotations
 
 from defense.common.exports import lazy_exports
 
-_EXPORTS = {
+# The model and the defense: load a defended model, classify with it.
+_MODEL_AND_DEFENSE = {
+    "load_defended": "defense.loading",
+    "Defended": "defense.loading",
+    "checkpoint_location": "defense.loading",
+    "models": "defense.models",
     "DefenseConfig": "defense.config",
     "load_config": "defense.config",
     "available_configs": "defense.config",
-    "RandomizedEnsemble": "defense.ensemble",
-    "pattern_scores": "defense.randomized_defense",
-    "pattern_losses": "defense.randomized_defense",
     "RandomizedDefense": "defense.randomized_defense",
-    "Pattern": "defense.patterns",
-    "RandomResizePad": "defense.layers",
-    "apply_patterns": "defense.patterns",
-    "make_generator": "defense.patterns",
-    "resize_and_pad": "defense.randomization",
-    "sample_patterns": "defense.patterns",
-    "draw_patterns": "defense.patterns",
-    "outputs_through": "defense.patterns",
-    "outputs_through_config": "defense.patterns",
-    "mirrored_strategy": "defense.distribute",
-    "NoGPUError": "defense.distribute",
+    "RandomizedEnsemble": "defense.ensemble",
     "classify_directory": "defense.classify",
     "class_names": "defense.labels",
-    "models": "defense.models",
+    "mirrored_strategy": "defense.distribute",
+    "NoGPUError": "defense.distribute",
 }
-__all__ = sorted(_EXPORTS)
+# The randomization kernels: patterns, sampling and drawing them, applying them.
+_RANDOMIZATION = {
+    "Pattern": "defense.patterns",
+    "make_generator": "defense.patterns",
+    "sample_patterns": "defense.patterns",
+    "draw_patterns": "defense.patterns",
+    "apply_patterns": "defense.patterns",
+    "outputs_through": "defense.patterns",
+    "outputs_through_config": "defense.patterns",
+    "resize_and_pad": "defense.randomization",
+    "RandomResizePad": "defense.layers",
+    "pattern_scores": "defense.randomized_defense",
+    "pattern_losses": "defense.randomized_defense",
+}
+_EXPORTS = {**_MODEL_AND_DEFENSE, **_RANDOMIZATION}
+__all__ = [*_MODEL_AND_DEFENSE, *_RANDOMIZATION]
 __getattr__ = lazy_exports(__name__, _EXPORTS)

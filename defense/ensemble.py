@@ -87,7 +87,7 @@ class RandomizedEnsemble:
         return self.defense.generator
 
     def draw_patterns(self, batch_size: int) -> Pattern:
-        """Patterns for every (iteration, image) item, iteration-major (`draw_patterns`)."""
+        """Patterns for every (pattern, image) item, pattern-major (`draw_patterns`)."""
         return self.defense.draw_patterns(batch_size)
 
     def _scores_of_items(
@@ -123,7 +123,7 @@ class RandomizedEnsemble:
     def _evaluate(self, images: np.ndarray, early_exit: bool) -> tuple[np.ndarray, np.ndarray]:
         """Summed float64 scores [N, classes] and patterns evaluated per image [N].
 
-        Items go through the network iteration-major in chunks of one static shape;
+        Items go through the network pattern-major in chunks of one static shape;
         with `early_exit` an image leaves the queue as soon as `decided` proves its label.
         """
         images = tf.convert_to_tensor(images, tf.float32)

@@ -100,7 +100,7 @@ def draw_patterns(
     batch_size: int | tf.Tensor,
     iterations: int,
 ) -> Pattern:
-    """Patterns of every (iteration, image) item, iteration-major, [iterations * batch_size].
+    """`iterations` patterns per image, pattern-major: [iterations * batch_size] items.
 
     A fresh pattern per iteration (shared by the batch, as the entry did) or, with
     `config.per_image`, per item; flips with `config.flip_probability`. Without

@@ -2,7 +2,8 @@
 
 `RandomizedDefense(model, config)` puts the config's randomization in front of
 `model` and averages the per-pattern scores `softmax(logits) + aux_weight *
-softmax(aux_logits)` over `samples` fresh patterns, drawn at every call. Unlike
+softmax(aux_logits)` over `num_iterations` fresh patterns per image (the config's
+patterns per image unless given), drawn at every call. Unlike
 Keras' random layers it randomizes at inference too: the randomness is the
 defense. Its argmax is the defense's decision rule: for the same seed it draws
 the patterns `RandomizedEnsemble` (the batch driver the runner uses) draws, and
@@ -71,8 +72,8 @@ def equal_chunks(samples: int, chunk_size: int | None) -> tuple[int, int]:
 class RandomizedDefense(keras.Model):
     """`model` behind the randomization of `config`: [-1, 1] NHWC images in, [N, classes] out.
 
-    Each call averages the scores of `samples` (default: the config's
-    `num_iterations`) fresh patterns per image; `output="log_scores"` returns
+    Each call averages the scores of `num_iterations` (default: the config's) fresh
+    patterns per image; `output="log_scores"` returns
     their logarithm instead, logits of the same decision for attack suites that
     take logits. Patterns come from `generator`, or one seeded with `seed`, or
     (default) one from OS entropy.
@@ -83,7 +84,7 @@ class RandomizedDefense(keras.Model):
         model: keras.Model,
         config: DefenseConfig,
         *,
-        samples: int | None = None,
+        num_iterations: int | None = None,
         chunk_size: int | None = None,
         output: str = "scores",
         generator: tf.random.Generator | None = None,
@@ -95,17 +96,19 @@ class RandomizedDefense(keras.Model):
             raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
         self.classifier = model
         self.config = config
-        self.samples = config.num_iterations if samples is None else samples
+        self.num_iterations = config.num_iterations if num_iterations is None else num_iterations
+        if self.num_iterations < 1:
+            raise ValueError(f"num_iterations must be >= 1, got {self.num_iterations}")
         self.chunk_size = chunk_size
-        self.num_chunks, self.patterns_per_chunk = equal_chunks(self.samples, chunk_size)
+        self.num_chunks, self.patterns_per_chunk = equal_chunks(self.num_iterations, chunk_size)
         self.output_kind = output
         self.generator = generator if generator is not None else make_generator(seed)
         self._chunk_gradient = tf.function(self._loss_gradient_of_chunk)
 
-    def draw_patterns(self, batch_size: int | tf.Tensor, samples: int | None = None) -> Pattern:
-        """`samples` (default: all of a call's) patterns per image, sample-major, as the
+    def draw_patterns(self, batch_size: int | tf.Tensor, count: int | None = None) -> Pattern:
+        """`count` (default: `num_iterations`) patterns per image, pattern-major, as the
         defense draws them (`defense.patterns.draw_patterns`)."""
-        count = self.samples if samples is None else samples
+        count = self.num_iterations if count is None else count
         return draw_patterns(self.generator, self.config, batch_size, count)
 
     def item_outputs(self, items: tf.Tensor, patterns: Pattern) -> dict[str, tf.Tensor]:
@@ -117,8 +120,8 @@ class RandomizedDefense(keras.Model):
         return pattern_scores(self.item_outputs(items, patterns), self.config.aux_weight)
 
     def _chunk_weights(self, chunk: int, batch_size: int | tf.Tensor) -> tf.Tensor:
-        """1 for the chunk's real samples, 0 for the surplus of the last chunk, per item."""
-        valid = min(self.patterns_per_chunk, self.samples - chunk * self.patterns_per_chunk)
+        """1 for the chunk's real patterns, 0 for the surplus of the last chunk, per item."""
+        valid = min(self.patterns_per_chunk, self.num_iterations - chunk * self.patterns_per_chunk)
         sample = tf.range(self.patterns_per_chunk * batch_size) // batch_size
         return tf.cast(sample < valid, tf.float32)
 
@@ -144,7 +147,7 @@ class RandomizedDefense(keras.Model):
             step = tf.recompute_grad(chunk_sum) if self.num_chunks > 1 else chunk_sum
             total = step(images) if total is None else total + step(images)
         assert total is not None, "there is at least one chunk"
-        scores = total / self.samples
+        scores = total / self.num_iterations
         return tf.math.log(scores) if self.output_kind == "log_scores" else scores
 
     def _loss_gradient_of_chunk(
@@ -169,15 +172,16 @@ class RandomizedDefense(keras.Model):
     def loss_gradient(
         self, images: tf.Tensor, labels: tf.Tensor, *, samples: int | None = None
     ) -> tf.Tensor:
-        """Per image, the gradient of the loss of `labels` averaged over `samples`
-        (default: a call's) fresh patterns: the EOT gradient, chunk by chunk."""
+        """Per image, the gradient of the loss of `labels` averaged over `samples` fresh
+        patterns: the EOT gradient, chunk by chunk. `samples` is the attacker's count of
+        patterns per gradient (EOT samples; default: the defense's `num_iterations`)."""
         images = tf.convert_to_tensor(images, tf.float32)
         labels = tf.convert_to_tensor(labels, tf.int64)
         if images.shape.rank != 4 or None in images.shape:
             raise ValueError(f"images must be NHWC with a static shape, got {images.shape}")
         if labels.shape != images.shape[:1]:
             raise ValueError(f"need one label per image, got {labels.shape} for {images.shape}")
-        count = self.samples if samples is None else samples
+        count = self.num_iterations if samples is None else samples
         num_chunks, per_chunk = equal_chunks(count, self.chunk_size)
         total = tf.zeros_like(images)
         for chunk in range(num_chunks):

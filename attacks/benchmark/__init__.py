@@ -1,3 +1,5 @@
-"""Speed and memory measurements: the defense against the entry's loop, precisions, the
-batched attacks against loops (`speed`) and a model's compute cost (`cost`).
-`scripts/benchmark_defense.py` is their command."""
+"""Speed and memory measurements, a library that `scripts/benchmark_defense.py` runs:
+`options` (what one run measures, and its flags), `machine` (what it runs on),
+`defense_speed` (the defense against the entry's loop, precisions, GPUs), `memory`
+(the runner's peak RSS), `attack_speed` over `speed` (batched attacks against loops),
+`cost` (a model's compute cost) and `run` (one run, as the options say)."""

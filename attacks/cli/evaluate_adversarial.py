@@ -65,6 +65,7 @@ def main(argv: list[str]) -> int:
     from defense.common.errors import InputError
     from defense.common.files import check_output_file, write_text_atomic
     from defense.config import load_config
+    from defense.loading import load_defended
 
     directory = Path(FLAGS.adversarial_dir)
     try:
@@ -81,9 +82,7 @@ def main(argv: list[str]) -> int:
         adversarial = read_adversarial_set(directory, FLAGS.source, labels=labels)
         if FLAGS.output_file:
             check_output_file(FLAGS.output_file)
-        model = models.load(
-            spec.name, FLAGS.checkpoint_path or cli.default_checkpoint(spec.checkpoint_file)
-        )
+        model = load_defended(spec, FLAGS.checkpoint_path or None, config=config).model
         accuracies = evaluate_batches(
             model,
             scenario,

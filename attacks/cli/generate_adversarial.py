@@ -132,6 +132,7 @@ def main(argv: list[str]) -> int:
     from defense import models
     from defense.common.errors import InputError
     from defense.common.images import list_inputs
+    from defense.loading import checkpoint_location, load_defended
     from defense.models.checkpoint import checkpoint_digest
 
     try:
@@ -168,7 +169,7 @@ def main(argv: list[str]) -> int:
     except (ValueError, InputError) as error:
         return cli.fail(PROGRAM, error)
     spec = models.get_spec(settings.model)
-    checkpoint = FLAGS.checkpoint_path or cli.default_checkpoint(spec.checkpoint_file)
+    checkpoint = checkpoint_location(spec, FLAGS.checkpoint_path or None)
     try:
         weights = checkpoint_digest(checkpoint)
     except models.CheckpointError:
@@ -191,7 +192,7 @@ def main(argv: list[str]) -> int:
         return cli.EXIT_OK
 
     try:
-        model = models.load(spec.name, checkpoint)
+        model = load_defended(spec, checkpoint).model
     except models.CheckpointError as error:
         return cli.fail_checkpoint(PROGRAM, error, spec, default=not FLAGS.checkpoint_path)
     if FLAGS.seed is not None:

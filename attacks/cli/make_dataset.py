@@ -66,17 +66,19 @@ PROGRAM = "make_dataset"
 FLAG_NAMES = {"select": "select_correct", "sample_size": "sample"}
 
 
-def _classifier(names: list[str], checkpoint_dir: str) -> Classify:
-    """A classify function for the registry models `names`, each loaded once when first
-    used; a missing checkpoint fails here, before any image is cropped."""
+def _classifier(names: list[str], checkpoint_dir: str | None) -> Classify:
+    """A classify function for the registry models `names` (checkpoints in `checkpoint_dir`,
+    None: the default one), each loaded once when first used; a missing checkpoint fails
+    here, before any image is cropped."""
     cli.import_tensorflow()
     from defense import models
     from defense.common.images import to_model_input
+    from defense.loading import checkpoint_location, load_defended
     from defense.models.checkpoint import checkpoint_digest
 
     paths = {}
     for name in names:
-        paths[name] = Path(checkpoint_dir) / models.get_spec(name).checkpoint_file
+        paths[name] = checkpoint_location(models.get_spec(name), checkpoint_dir=checkpoint_dir)
         try:
             checkpoint_digest(paths[name])
         except models.CheckpointError as error:
@@ -90,7 +92,7 @@ def _classifier(names: list[str], checkpoint_dir: str) -> Classify:
         if name not in loaded:
             loaded.clear()  # one model in memory at a time
             logging.info("classifying with %s", name)
-            loaded[name] = models.load(name, paths[name])
+            loaded[name] = load_defended(name, paths[name]).model
         outputs = loaded[name](to_model_input(pixels), training=False)
         return np.argmax(outputs["logits"].numpy(), axis=1)
 
@@ -116,9 +118,7 @@ def main(argv: list[str]) -> int:
                 "sample_size",
             )
         if FLAGS.select_correct:
-            classify = _classifier(
-                FLAGS.select_correct, FLAGS.checkpoint_dir or str(cli.checkpoint_dir())
-            )
+            classify = _classifier(FLAGS.select_correct, FLAGS.checkpoint_dir or None)
     except (ValueError, InputError) as error:
         return cli.fail(PROGRAM, error, flag_names=FLAG_NAMES)
 

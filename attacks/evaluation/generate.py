@@ -20,7 +20,6 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import keras
 import numpy as np
@@ -35,8 +34,10 @@ from attacks.evaluation.adversarial_set import (
     write_npy_atomic,
     write_png_atomic,
 )
-from attacks.evaluation.scenarios import build_scenario, target_model
+from attacks.evaluation.scenarios import build_scenario
 from attacks.evaluation.settings import AttackSettings
+from attacks.evaluation.targets import attack_target, judge, next_seed, run_attack
+from attacks.kinds import Target, succeeded
 from defense.common.errors import InputError, ParameterError
 from defense.common.files import ensure_writable_dir
 from defense.common.images import (
@@ -47,9 +48,7 @@ from defense.common.images import (
     to_model_input,
 )
 from defense.config import load_config
-from defense.ensemble import RandomizedEnsemble
 from defense.models import get_spec
-from defense.randomized_defense import RandomizedDefense
 
 
 def prepare_output_dir(output_dir: str | os.PathLike, input_dir: str | os.PathLike) -> Path:
@@ -109,8 +108,9 @@ class Attacker:
     An attack on a scenario attacks the scenario's target model and is judged on
     it; an attack on the randomized defense (EOT-PGD) attacks
     `RandomizedDefense(model, config)` and is judged by that defense
-    (`num_iterations` overrides the config's patterns per image);
-    `chunk_size` bounds its patterns per forward pass (default: all samples).
+    (`num_iterations` overrides the config's patterns per image) with patterns of
+    its own, from `seed + 1`; `chunk_size` bounds the attacked defense's patterns per
+    forward pass (default: all samples). Both come from `attacks.evaluation.targets`.
     """
 
     def __init__(
@@ -125,26 +125,25 @@ class Attacker:
         check_run_options(settings, num_iterations=num_iterations, chunk_size=chunk_size)
         self.settings = settings
         self._attack = settings.entry.build(settings.params)
-        self._declaration = settings.entry.declaration
-        self.target: Any
+        self.target: Target
         if settings.entry.target == DEFENSE:
             assert settings.config is not None, "make_settings gives a defense config"
             config = load_config(settings.config)
             if num_iterations is not None:
                 config = config.replace(num_iterations=num_iterations)
-            self.target = RandomizedDefense(model, config, chunk_size=chunk_size, seed=seed)
-            judge = RandomizedEnsemble(model, config, seed=None if seed is None else seed + 1)
-            self._predict = judge.predict
+            self.target = attack_target(
+                model, settings.entry, config=config, seed=seed, chunk_size=chunk_size
+            )
             self.judged_by = (
                 f"the randomized defense ({config.name} config, "
                 f"{config.num_iterations} pattern(s) per image, fresh patterns per evaluation)"
             )
         else:
             size = get_spec(settings.model).default_image_size
-            target = target_model(model, build_scenario(settings.scenario, input_size=size))
-            self.target = tf.function(target.logits, reduce_retracing=True)
-            self._predict = lambda images: np.argmax(self.target(images).numpy(), axis=1)
+            scenario = build_scenario(settings.scenario, input_size=size)
+            self.target = attack_target(model, settings.entry, scenario=scenario)
             self.judged_by = f"the target model of the {settings.scenario} scenario"
+        self._predict = judge(self.target, seed=next_seed(seed))
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Labels the attacked model gives [-1, 1] images."""
@@ -152,11 +151,9 @@ class Attacker:
 
     def attack(self, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """Adversarial [-1, 1] images; `labels` are the targets when targeted, else true labels."""
-        inputs = [tf.convert_to_tensor(images, tf.float32)]
-        if self._declaration.takes_labels:
-            inputs.append(tf.convert_to_tensor(np.asarray(labels, np.int64)))
-        options = {"targeted": self.settings.targeted} if self._declaration.targeted else {}
-        return np.asarray(self._attack(self.target, *inputs, **options), np.float32)
+        return run_attack(
+            self._attack, self.target, images, labels, targeted=self.settings.targeted
+        )
 
 
 def to_outputs(
@@ -263,7 +260,7 @@ def _attack_batch(
     judged = {}
     for kind, images in (("float", pixels), ("png", rounded)):
         predictions = attacker.predict(to_model_input(images))
-        success = predictions == goal if settings.targeted else predictions != true
+        success = succeeded(predictions, goal, targeted=settings.targeted)
         l2, linf = distances(original, images)
         judged[kind] = (l2, linf, predictions, success)
     rows = []

@@ -16,23 +16,23 @@ set at each cell's start (PGD's random start), the defense's patterns come from
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from attacks.catalog import DEFENSE, get_attack
+from attacks.catalog import get_attack
 from attacks.evaluation.accuracy import evaluate_batches
 from attacks.evaluation.generate import distances, to_outputs
-from attacks.evaluation.scenarios import Scenario, build_scenario, fixed_defense_model, target_model
+from attacks.evaluation.scenarios import Scenario, build_scenario, target_model
+from attacks.evaluation.targets import attack_target, judge, next_seed, run_attack
 from attacks.paper.data import ImageSet
 from attacks.paper.models import ModelEntry
 from defense.common.images import to_model_input
 from defense.ensemble import RandomizedEnsemble
-from defense.randomized_defense import RandomizedDefense
 
 AttackFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -66,27 +66,20 @@ def attack_function(
     chunk_size: int | None,
 ) -> AttackFn:
     """[-1, 1] images and labels -> adversarial [-1, 1] images, by catalog attack `attack`
-    on the scenario's target model, or with `on_defense` on the defense itself."""
-    entry_of_attack = get_attack(attack)
-    built = entry_of_attack.build(params)
-    takes_labels = entry_of_attack.declaration.takes_labels
-    target: object
-    if entry_of_attack.target == DEFENSE:
-        target = RandomizedDefense(
-            model, entry.config, chunk_size=chunk_size, seed=None if seed is None else seed + 1
-        )
-    elif on_defense:
-        target = tf.function(fixed_defense_model(model, scenario).logits, reduce_retracing=True)
-    else:
-        target = tf.function(target_model(model, scenario).logits, reduce_retracing=True)
-
-    def run(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        inputs = [tf.convert_to_tensor(images, tf.float32)]
-        if takes_labels:
-            inputs.append(tf.convert_to_tensor(np.asarray(labels, np.int64)))
-        return np.asarray(built(target, *inputs), np.float32)
-
-    return run
+    on the scenario's target model, or with `on_defense` on the defense itself (an attack
+    on the randomized defense draws its patterns from `seed + 1`)."""
+    catalog_entry = get_attack(attack)
+    built = catalog_entry.build(params)
+    target = attack_target(
+        model,
+        catalog_entry,
+        scenario=scenario,
+        config=entry.config,
+        on_defense=on_defense,
+        seed=next_seed(seed),
+        chunk_size=chunk_size,
+    )
+    return functools.partial(run_attack, built, target)
 
 
 def compute_cell(
@@ -186,9 +179,9 @@ def attack_example(
     )
     clean = to_model_input(pixels[None])
     _, rounded = to_outputs(pixels[None], run(clean, np.array([label])), None)
-    plain = target_model(model, scenario)
-    before = int(np.argmax(plain.logits(clean).numpy(), axis=1)[0])
-    after = int(np.argmax(plain.logits(to_model_input(rounded)).numpy(), axis=1)[0])
+    plain = judge(target_model(model, scenario).logits, seed=None)
+    before = int(plain(clean)[0])
+    after = int(plain(to_model_input(rounded))[0])
     ensemble = RandomizedEnsemble(model, entry.config, seed=seed)
     defended = int(ensemble.predict(to_model_input(rounded))[0])
     return Example(pixels, rounded[0], before, after, defended)

@@ -14,7 +14,6 @@ import importlib
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from attacks.paper.tables import MODEL_TITLES
@@ -24,6 +23,7 @@ if TYPE_CHECKING:
     import keras
 
     from defense.config import DefenseConfig
+    from defense.models import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,7 @@ def registry_models(
     file names); a missing checkpoint raises `CheckpointError` saying how to get it."""
     from defense import models
     from defense.labels import class_names
+    from defense.loading import checkpoint_location
     from defense.models.checkpoint import CheckpointError, checkpoint_digest
 
     if not names:
@@ -70,7 +71,7 @@ def registry_models(
     entries = {}
     for name in names:
         spec = models.get_spec(name)
-        checkpoint = Path(checkpoint_dir) / spec.checkpoint_file
+        checkpoint = checkpoint_location(spec, checkpoint_dir=checkpoint_dir)
         try:
             weights = checkpoint_digest(checkpoint)
         except (CheckpointError, OSError) as error:
@@ -80,7 +81,7 @@ def registry_models(
             ) from error
         entries[name] = ModelEntry(
             name=name,
-            load=functools.partial(models.load, name, checkpoint),
+            load=functools.partial(_load_model, spec, checkpoint, config),
             weights=weights,
             input_size=spec.default_image_size,
             out_size=config.out_size,
@@ -90,6 +91,13 @@ def registry_models(
             paper=name if name in MODEL_TITLES else None,
         )
     return entries
+
+
+def _load_model(spec: ModelSpec, checkpoint: str, config: DefenseConfig) -> keras.Model:
+    """A registry model's classifier, loaded from its checkpoint (what `ModelEntry.load` calls)."""
+    from defense.loading import load_defended
+
+    return load_defended(spec, checkpoint, config=config).model
 
 
 def load_factory(location: str) -> ModelSet:

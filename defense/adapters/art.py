@@ -109,7 +109,7 @@ class EoTRandomizationPreprocessor(EoTTensorFlowV2):
         """`x` [N, H, W, 3] as [N * samples, ...] patterned items; `y` repeated alike."""
         x = tf.convert_to_tensor(x, tf.float32)
         count, samples = int(x.shape[0]), self.nb_samples
-        # draw_patterns is sample-major ([samples, N] flattened); ART's EoT is image-major.
+        # draw_patterns is pattern-major ([samples, N] flattened); ART's EoT is image-major.
         patterns = Pattern(
             *(
                 tf.reshape(tf.transpose(tf.reshape(field, [samples, count])), [-1])

@@ -46,7 +46,7 @@ def foolbox_model(
     low, high = bounds
     if not (math.isfinite(low) and math.isfinite(high) and low < high):
         raise ValueError(f"bounds must be finite (low, high) with low < high, got {bounds}")
-    defense = RandomizedDefense(model, config, samples=1, output="log_scores", seed=seed)
+    defense = RandomizedDefense(model, config, num_iterations=1, output="log_scores", seed=seed)
     # One trace per batch shape: the defense needs a static batch size.
     logits = tf.function(lambda images: defense(images))
     return foolbox.TensorFlowModel(

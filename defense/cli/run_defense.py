@@ -86,13 +86,12 @@ def main(argv: list[str]) -> int:
         check_output_file(FLAGS.output_file, inputs=listing.images)
     except InputError as error:
         return cli.fail(PROGRAM, f"{error}{cli.output_hint()}")
-    checkpoint = FLAGS.checkpoint_path or cli.default_checkpoint(spec.checkpoint_file)
 
-    from defense import models
     from defense.classify import classify_directory
     from defense.distribute import NoGPUError, mirrored_strategy
     from defense.ensemble import RandomizedEnsemble
     from defense.labels import class_names
+    from defense.loading import load_defended
 
     options = {"aux_head": FLAGS.aux_head} if FLAGS["aux_head"].present else {}
     try:
@@ -103,12 +102,18 @@ def main(argv: list[str]) -> int:
         strategy = mirrored_strategy() if FLAGS.strategy == "mirrored" else None
     except NoGPUError as error:
         return cli.fail(PROGRAM, f"--strategy=mirrored: {error}")
-    # A static input size: a config whose canvas the model cannot take fails here, before
-    # any weight is read.
-    options["input_size"] = config.model_input_size(spec.default_image_size)
     try:
         with strategy.scope() if strategy else contextlib.nullcontext():
-            model = models.load(spec.name, checkpoint, precision=FLAGS.precision, **options)
+            # A static input size: a config whose canvas the model cannot take fails here,
+            # before any weight is read.
+            model = load_defended(
+                spec,
+                FLAGS.checkpoint_path or None,
+                config=config,
+                precision=FLAGS.precision,
+                fixed_size=True,
+                **options,
+            ).model
     except ValueError as error:
         return cli.fail(PROGRAM, f"config {config.name}: {error}")
     except CheckpointError as error:

@@ -41,9 +41,12 @@ def test_the_declaration_read_from_source_is_the_classs_signature(name):
         if key != "self"
     )
     assert entry.kind == attack.kind
-    call = inspect.signature(attack.__call__).parameters
-    assert entry.declaration.targeted == ("targeted" in call)
-    assert entry.declaration.takes_labels == ("labels" in call)
+    assert entry.declaration.targeted == attack.targetable
+    assert entry.declaration.takes_labels == attack.uses_labels
+    assert entry.target == (DEFENSE if attack.on_defense else SCENARIO)
+    assert "__call__" not in vars(attack)  # the base class's, the same for every attack
+    run = list(inspect.signature(attack.run).parameters)
+    assert run == ["self", "target", "images", "labels", "targeted"]
     resolved = entry.resolved({})  # each hyper-parameter kept as the attribute of its name
     assert set(resolved) == set(keyword_only)
     for param in entry.declaration.parameters:
@@ -62,7 +65,10 @@ def test_kinds_and_targets_are_the_papers_and_foolboxs():
         "cw": MINIMAL_PERTURBATION,
     }
     assert [name for name, entry in ATTACKS.items() if entry.target == DEFENSE] == ["eot_pgd"]
-    assert not ATTACKS["deepfool"].declaration.targeted
+    assert [name for name, entry in ATTACKS.items() if not entry.declaration.targeted] == [
+        "deepfool"
+    ]
+    assert [name for name, e in ATTACKS.items() if not e.declaration.takes_labels] == ["deepfool"]
 
 
 def test_the_defaults_are_the_attacks_own():
@@ -117,7 +123,7 @@ SIXTH = '''
             check_epsilon(epsilon)
             self.epsilon, self.decay, self.steps = epsilon, decay, steps
 
-        def __call__(self, logits_fn, images, labels, *, targeted=False):
+        def run(self, target, images, labels, *, targeted):
             return images
 '''
 
@@ -133,29 +139,74 @@ def test_a_sixth_attack_is_one_module_and_one_catalog_line(tmp_path, monkeypatch
     assert entry.build({"steps": 3}).steps == 3
 
 
+SEVENTH = '''
+    """An attack on the defense, untargeted, declared by its class attributes."""
+
+    from attacks import kinds
+
+
+    class OnDefense(kinds.MinimalPerturbationAttack):
+        """Returns the images.
+
+        Hyper-parameters:
+            steps: Iterations.
+        """
+
+        targetable = False
+        uses_labels: bool = False
+        on_defense = True
+
+        def __init__(self, *, steps: int = 1):
+            self.steps = steps
+
+        def run(self, target, images, labels, *, targeted):
+            return images
+'''
+
+
+def test_what_an_attack_can_be_called_with_is_read_from_its_class_attributes(tmp_path, monkeypatch):
+    (tmp_path / "seventh_attack.py").write_text(textwrap.dedent(SEVENTH))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    entry = Attack("on_defense", "seventh_attack:OnDefense")
+    assert entry.kind == MINIMAL_PERTURBATION and entry.target == DEFENSE
+    assert not entry.declaration.targeted and not entry.declaration.takes_labels
+
+
+RUN = "    def run(self, target, images, labels, *, targeted): ...\n"
+FIXED = "from attacks.kinds import FixedBudgetAttack\nclass Broken(FixedBudgetAttack):\n"
+DESCRIBED = "    '''X.\n\n    Hyper-parameters:\n        a: A.\n    '''\n"
+INIT = "    def __init__(self, *, a: int = 1): ...\n"
+
+
 @pytest.mark.parametrize(
     ("source", "message"),
     [
+        (FIXED + DESCRIBED + INIT + RUN + "    def __call__(self): ...", "implement run instead"),
+        (FIXED + DESCRIBED + INIT, "needs an __init__ and a run"),
         (
-            "class Broken:\n    def __init__(self, *, a: int = 1): ...\n"
-            "    def __call__(self): ...",
+            FIXED + DESCRIBED + INIT + "    def run(self, target, images, *, targeted): ...",
+            r"run must be run\(self, target, images, labels, \*, targeted\)",
+        ),
+        (FIXED + DESCRIBED + "    targetable = 0\n" + INIT + RUN, "targetable must be True or"),
+        (
+            "class Broken:\n    def __init__(self, *, a: int = 1): ...\n" + RUN,
             "must derive from one of",
         ),
         (
             "from attacks.kinds import FixedBudgetAttack\nclass Broken(FixedBudgetAttack):\n"
             "    '''X.\n\n    Hyper-parameters:\n        a: A.\n    '''\n"
-            "    def __init__(self, a: int = 1): ...\n    def __call__(self): ...",
+            "    def __init__(self, a: int = 1): ...\n" + RUN,
             "keyword-only",
         ),
         (
             "from attacks.kinds import FixedBudgetAttack\nclass Broken(FixedBudgetAttack):\n"
-            "    def __init__(self, *, a: int = 1): ...\n    def __call__(self): ...",
+            "    def __init__(self, *, a: int = 1): ...\n" + RUN,
             "does not describe a",
         ),
         (
             "from attacks.kinds import FixedBudgetAttack\nclass Broken(FixedBudgetAttack):\n"
             "    '''X.\n\n    Hyper-parameters:\n        a: A.\n    '''\n"
-            "    def __init__(self, *, a: str = 'x'): ...\n    def __call__(self): ...",
+            "    def __init__(self, *, a: str = 'x'): ...\n" + RUN,
             "needs a default and one of the annotations",
         ),
     ],

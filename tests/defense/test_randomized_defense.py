@@ -47,28 +47,32 @@ def test_its_labels_are_the_ensembles_for_the_same_seed(tiny_model, images, chan
 
 
 def test_each_call_draws_fresh_patterns_at_inference(tiny_model, images):
-    defense = RandomizedDefense(tiny_model, TINY_DEFENSE, samples=1, seed=0)
+    defense = RandomizedDefense(tiny_model, TINY_DEFENSE, num_iterations=1, seed=0)
     first, second = defense(images).numpy(), defense(images).numpy()
     assert not np.allclose(first, second)
     np.testing.assert_array_equal(
-        first, RandomizedDefense(tiny_model, TINY_DEFENSE, samples=1, seed=0)(images)
+        first, RandomizedDefense(tiny_model, TINY_DEFENSE, num_iterations=1, seed=0)(images)
     )
 
 
 @pytest.mark.parametrize("chunk_size", [None, 3])
 def test_output_and_gradient_are_the_mean_over_the_drawn_patterns(tiny_model, images, chunk_size):
     """Chunked (and recomputed in backpropagation) or not: the mean over single patterns."""
-    defense = RandomizedDefense(tiny_model, TINY_DEFENSE, samples=7, chunk_size=chunk_size, seed=2)
+    defense = RandomizedDefense(
+        tiny_model, TINY_DEFENSE, num_iterations=7, chunk_size=chunk_size, seed=2
+    )
     x = tf.constant(images)
     with tf.GradientTape() as tape:
         tape.watch(x)
         objective = tf.reduce_sum(defense(x)[:, 0])
     gradient = tape.gradient(objective, x).numpy()
-    output = RandomizedDefense(tiny_model, TINY_DEFENSE, samples=7, chunk_size=chunk_size, seed=2)(
-        x
-    )
+    output = RandomizedDefense(
+        tiny_model, TINY_DEFENSE, num_iterations=7, chunk_size=chunk_size, seed=2
+    )(x)
 
-    replay = RandomizedDefense(tiny_model, TINY_DEFENSE, samples=7, chunk_size=chunk_size, seed=2)
+    replay = RandomizedDefense(
+        tiny_model, TINY_DEFENSE, num_iterations=7, chunk_size=chunk_size, seed=2
+    )
     expected_output = np.zeros((3, 11))
     expected_gradient = np.zeros_like(images)
     for chunk in range(replay.num_chunks):
@@ -149,7 +153,7 @@ def test_it_compiles_with_xla_and_runs_in_keras_predict(tiny_model):
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"samples": 0}, "samples must be >= 1"),
+        ({"num_iterations": 0}, "num_iterations must be >= 1"),
         ({"chunk_size": 0}, "chunk_size must be >= 1"),
         ({"output": "probabilities"}, "output must be one of"),
     ],

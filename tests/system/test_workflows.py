@@ -121,6 +121,16 @@ def test_gpu_job_runs_the_competition_entry_point_on_the_gpu():
     assert 'grep -q "/device:GPU:0"' in entry
 
 
+def test_gpu_job_writes_its_checkpoint_with_the_package():
+    """The entry point's generated checkpoint comes from `defense.testing` (installed with
+    the package), not from the tests put on `sys.path`."""
+    entry = steps(GPU)[step_index(GPU, '"$IMAGE" /input /output/result.csv')]
+    assert "from defense.testing import write_generated_checkpoint" in entry
+    checkpoint = "ci-output/checkpoints/ens_adv_inception_resnet_v2.ckpt"
+    assert f'write_generated_checkpoint("{checkpoint}")' in entry
+    assert "sys.path" not in GPU.read_text(encoding="utf-8")
+
+
 def test_actions_are_pinned_to_a_major_version():
     for workflow in (CI, GPU):
         uses = re.findall(r"uses: (\S+)", workflow.read_text(encoding="utf-8"))

@@ -1,5 +1,9 @@
 """Deterministic slim-style test weights and TF1 name-based (V2) checkpoints holding them.
 
+The values and (through the reference graph) the names and shapes are the tests' own,
+independent of the package's models, which is what the cross-checks need; writing the
+files is TensorFlow's `SaveV2`, shared with `defense.testing.checkpoints.write_checkpoint`.
+
 The values are chosen so that a loader bug shows up in the outputs: filters are
 zero-mean with variance (2*pi/(pi-1)) / fan_in, which keeps activations at a
 sane scale through a deep ReLU net and makes the labels depend on the image;
@@ -15,6 +19,9 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 import tensorflow as tf
+
+# Re-exported: the tests write their reference values with it.
+from defense.testing.checkpoints import write_checkpoint as write_checkpoint
 
 from .inception_resnet_v2 import Getter
 
@@ -49,22 +56,6 @@ def deterministic_value(name: str, shape: tuple[int, ...]) -> np.ndarray:
 def deterministic_values(shapes: Mapping[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
     """Test values for a whole manifest of slim variables."""
     return {name: deterministic_value(name, tuple(shape)) for name, shape in shapes.items()}
-
-
-def write_checkpoint(prefix: str | os.PathLike, values: Mapping[str, np.ndarray]) -> str:
-    """Write `values` as a TF1 name-based checkpoint (`prefix.index`, `prefix.data-00000-of-00001`).
-
-    `SaveV2` is the op TF1's `tf.train.Saver` (and so slim) used, so the files have
-    exactly the layout of the official slim checkpoints. Returns the prefix.
-    """
-    names = list(values)
-    tf.raw_ops.SaveV2(
-        prefix=str(prefix),
-        tensor_names=names,
-        shape_and_slices=[""] * len(names),
-        tensors=[tf.convert_to_tensor(values[name]) for name in names],
-    )
-    return str(prefix)
 
 
 Edit = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
