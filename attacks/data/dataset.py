@@ -13,11 +13,12 @@ classes and 0 (background) is never a valid dataset label.
 from __future__ import annotations
 
 import csv
-import io
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+from defense.common.files import csv_rows, read_text_bounded
 
 IMAGENET_CLASSES = 1000
 TRUE_LABEL, TARGET_CLASS = "TrueLabel", "TargetClass"
@@ -40,14 +41,17 @@ CsvLine = tuple[int, list[str]]
 def read_csv_lines(path: str | os.PathLike) -> list[CsvLine]:
     """The non-blank lines of a CSV file (UTF-8, a byte-order mark allowed), numbered
     from 1, with their fields as written. Every reader of label files and of the NIPS
-    2017 dataset CSV goes through here; it raises `OSError`, `UnicodeDecodeError` or
-    `csv.Error`, which each caller words for its own argument."""
-    text = Path(path).read_text(encoding="utf-8-sig")
-    return [
-        (number, row)
-        for number, row in enumerate(csv.reader(io.StringIO(text)), start=1)
-        if any(cell.strip() for cell in row)
-    ]
+    2017 dataset CSV goes through here; it reads at most `MAX_TEXT_BYTES` of a regular
+    file (`read_bounded`) and raises `OSError`, `UnicodeDecodeError` or `csv.Error`
+    (naming the line), which each caller words for its own argument."""
+    text = read_text_bounded(path, encoding="utf-8-sig")
+    lines = []
+    for number, row in csv_rows(text):
+        if isinstance(row, csv.Error):
+            raise csv.Error(f"line {number}: {row}")
+        if any(cell.strip() for cell in row):
+            lines.append((number, row))
+    return lines
 
 
 def read_labels(

@@ -1,4 +1,11 @@
-"""Writing outputs atomically, and refusing to write where it would destroy something.
+"""Reading what users and submissions hand in without trusting it, writing outputs
+atomically, and refusing to write where it would destroy something.
+
+Every file a user or a submission gives is read through `read_bounded`: opened
+without blocking (a FIFO never stalls a run), refused unless it is a regular file,
+and read only up to a size cap (a link to /dev/zero never fills the memory). CSV and
+JSON read from such files go through `csv_rows` and `parse_json`: an oversized CSV
+field costs its row, a deep nesting or a huge integer is one `ValueError`.
 
 Every output of the project (label CSVs, adversarial PNGs and arrays, stats and
 settings, checkpoint files, the lock file) goes through here: it is written to a
@@ -8,15 +15,26 @@ never sees half a file and an interrupted run leaves either the old file or the 
 
 from __future__ import annotations
 
+import csv
+import errno
+import io
+import json
 import os
 import secrets
 import stat
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from defense.common.errors import InputError
+
+MAX_TEXT_BYTES = 64 << 20
+
+
+class RefusedFile(OSError):
+    """A file that is not read: not a regular file, or over its size cap. An `OSError`,
+    so that every caller's handling of unreadable files covers it; `strerror` says why."""
 
 
 def file_kind(mode: int) -> str:
@@ -29,6 +47,68 @@ def file_kind(mode: int) -> str:
         stat.S_ISSOCK: "a socket",
     }
     return next((name for test, name in kinds.items() if test(mode)), "not a regular file")
+
+
+def read_bounded(path: str | os.PathLike, *, max_bytes: int = MAX_TEXT_BYTES) -> bytes:
+    """The bytes of the regular file at `path`, at most `max_bytes` of them.
+
+    Opened with O_NONBLOCK, so a FIFO is refused rather than waited on; a device, a
+    directory or a socket is refused by its kind, a larger file by its size. Raises
+    `RefusedFile` for these and `OSError` for files that cannot be opened at all.
+    """
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with open(descriptor, "rb") as handle:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
+            kind = file_kind(info.st_mode)
+            raise RefusedFile(errno.EINVAL, f"{kind}, not a regular file", str(path))
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise RefusedFile(errno.EFBIG, f"larger than {_size(max_bytes)}", str(path))
+    return data
+
+
+def read_text_bounded(
+    path: str | os.PathLike, *, max_bytes: int = MAX_TEXT_BYTES, encoding: str = "utf-8"
+) -> str:
+    """`read_bounded` decoded as `encoding` (raises `UnicodeDecodeError` on bad bytes)."""
+    return read_bounded(path, max_bytes=max_bytes).decode(encoding)
+
+
+def _size(count: int) -> str:
+    return f"{count >> 20} MiB" if count >= 1 << 20 else f"{count} bytes"
+
+
+def reason(error: BaseException) -> str:
+    """An error as the one short reason a message shows (an OSError's strerror, if any)."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return str(error) or type(error).__name__
+
+
+def csv_rows(text: str) -> Iterator[tuple[int, list[str] | csv.Error]]:
+    """The rows of CSV `text` with their line numbers (from 1, the row's last line); a
+    row the csv module cannot take (a field over its 128 KiB limit, a NUL byte) comes
+    as its `csv.Error`, and the rows after it still come."""
+    reader = csv.reader(io.StringIO(text))
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            yield reader.line_num, error
+            continue
+        yield reader.line_num, row
+
+
+def parse_json(text: str | bytes) -> Any:
+    """`json.loads`, with every way hostile text can make it fail a `ValueError`:
+    nesting too deep for the decoder, an integer over Python's digit limit."""
+    try:
+        return json.loads(text)
+    except RecursionError as error:
+        raise ValueError("JSON nested too deep") from error
 
 
 def _output_target(path: Path) -> Path:
