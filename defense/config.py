@@ -16,7 +16,14 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
+from defense.common.errors import ParameterError
+
 SHIPPED = "defense.configs"
+# The most patterns per image a config may ask for (the entry uses 30, the paper 1).
+# Every pattern is one forward pass of the network per image (seconds on a CPU), and
+# a batch's patterns are drawn and held at once; the bound refuses a typo such as
+# 2000000000, which would allocate gigabytes before the first forward pass.
+MAX_ITERATIONS = 10_000
 
 
 # How a pattern resizes: TF1's legacy nearest neighbour (the entry's) or TF2's bilinear.
@@ -58,7 +65,15 @@ class DefenseConfig:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.num_iterations < 1:
-            raise ValueError(f"num_iterations must be >= 1, got {self.num_iterations}")
+            raise ParameterError(
+                f"num_iterations must be >= 1, got {self.num_iterations}", "num_iterations"
+            )
+        if self.num_iterations > MAX_ITERATIONS:
+            raise ParameterError(
+                f"num_iterations must be <= {MAX_ITERATIONS}, got {self.num_iterations} (each "
+                "pattern is a forward pass per image, and a batch's patterns are held at once)",
+                "num_iterations",
+            )
         if not (math.isfinite(self.flip_probability) and 0 <= self.flip_probability <= 1):
             raise ValueError(f"flip_probability must be in [0, 1], got {self.flip_probability}")
         if not (math.isfinite(self.aux_weight) and self.aux_weight >= 0):

@@ -15,8 +15,10 @@ file of the other commands).
 
 Exit status: 0 when every image is done, 1 when some images could not be made
 (the others are), 2 when nothing could run (bad flags, a bad CSV, a missing
-checkpoint, a sample larger than the images available) or an output could not be
-written, 130 when interrupted; finished crops are kept.
+checkpoint, a sample larger than the images available, an --output_dir whose
+dataset.csv is the --dataset_csv, an --images_dir that is the output or crops
+folder) or an output could not be written, 130 when interrupted; finished crops
+are kept.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from attacks.data.builder import (
     DEFAULT_TIMEOUT,
     Classify,
     DatasetReport,
+    check_locations,
     make_dataset,
     read_dataset_csv,
 )
@@ -46,7 +49,12 @@ flags.DEFINE_string(
 flags.DEFINE_string("output_dir", None, "Where the PNGs and dataset.csv go (created if needed).")
 flags.DEFINE_string("images_dir", None, "Folder of the original images, <ImageId>.jpg or .png.")
 flags.DEFINE_boolean("download", False, "Download originals missing from --images_dir.")
-flags.DEFINE_float("timeout", DEFAULT_TIMEOUT, "Seconds per download.", lower_bound=0.1)
+flags.DEFINE_float(
+    "timeout",
+    DEFAULT_TIMEOUT,
+    "Seconds one image's download may take in all, redirects included.",
+    lower_bound=0.1,
+)
 flags.DEFINE_string(
     "crops_dir",
     None,
@@ -117,6 +125,13 @@ def main(argv: list[str]) -> int:
                 f"sample_size={FLAGS.sample} is not in 1..{len(dataset.rows)}, the rows of the CSV",
                 "sample_size",
             )
+        check_locations(
+            dataset,
+            FLAGS.output_dir,
+            crops_dir=FLAGS.crops_dir,
+            images_dir=FLAGS.images_dir or None,
+            narrowed=bool(FLAGS.select_correct) or FLAGS.sample is not None,
+        )
         if FLAGS.select_correct:
             classify = _classifier(FLAGS.select_correct, FLAGS.checkpoint_dir or None)
     except (ValueError, InputError) as error:

@@ -6,7 +6,10 @@ the paper's settings: FGSM 2/5/10, DeepFool and C&W on the table's scenario, the
 `paper` defense config, 3 runs averaged, float adversarials (--source=png judges
 the uint8-rounded ones); plus an adaptive row, EOT-PGD on the defense itself.
 Tables 4-6 use a 500-image subset (--subset_dir, or drawn from the dataset with
---subset_seed).
+--subset_seed). Before any cell runs, every image is decoded (one of another size
+than the models' input is refused, not resized; a grayscale one is converted with a
+warning), the results file is checked, and the overrides are checked against the
+models (a bad one is named as its --override=ROW.PARAM key).
 
 Each finished cell is stored at once in OUTPUT_DIR/results.jsonl, so a rerun
 computes only the missing cells; a results file made with other settings is
@@ -34,6 +37,7 @@ from attacks.paper.tables import (
     ROWS,
     SUBSET_IMAGES,
     TABLES,
+    override_keys,
     parse_overrides,
     parse_rows,
     parse_tables,
@@ -47,7 +51,8 @@ flags.DEFINE_boolean("all", False, "Reproduce every table (1-6).")
 flags.DEFINE_string(
     "dataset_dir",
     None,
-    "The dataset: 299x299 PNGs the models classify correctly (make_dataset --select_correct).",
+    "The dataset: PNGs of the models' input size (299x299 for the paper's) that the models "
+    "classify correctly (make_dataset --select_correct); another size is refused.",
 )
 flags.DEFINE_string(
     "labels_file",
@@ -111,7 +116,13 @@ flags.DEFINE_enum(
 flags.DEFINE_boolean("progress", True, "Show a progress bar over the cells on stderr.")
 
 PROGRAM = "reproduce_paper"
-FLAG_NAMES = {"tables": "table", "overrides": "override"}
+# How the library's parameters read as this command's flags: a row's attack setting
+# (fgsm-2.epsilon) is given by --override, so an error names it as an override.
+FLAG_NAMES = {
+    "tables": "table",
+    "overrides": "override",
+    **{key: f"override={key}=..." for key in override_keys()},
+}
 
 
 def _label_space(models: Mapping[str, Any]) -> tuple[int, int]:
@@ -119,6 +130,18 @@ def _label_space(models: Mapping[str, Any]) -> tuple[int, int]:
     first = max(entry.first_label for entry in models.values())
     last = min(len(entry.class_names) - 1 for entry in models.values())
     return first, last - first + 1
+
+
+def _input_size(models: Mapping[str, Any]) -> int:
+    """The size x size of the dataset's images: the models' input size, which they share."""
+    sizes = {entry.input_size for entry in models.values()}
+    if len(sizes) > 1:
+        raise ParameterError(
+            f"models take images of different sizes ({', '.join(map(str, sorted(sizes)))}); "
+            "the dataset's images are one size: run them separately",
+            "models",
+        )
+    return sizes.pop()
 
 
 def main(argv: list[str]) -> int:
@@ -183,9 +206,14 @@ def main(argv: list[str]) -> int:
                 load_config(FLAGS.config),
             )
         first_label, num_classes = _label_space(models)
+        size = _input_size(models)
         labels_file = Path(FLAGS.labels_file or Path(FLAGS.dataset_dir) / "dataset.csv")
         dataset = read_image_set(
-            FLAGS.dataset_dir, labels_file, first_label=first_label, num_classes=num_classes
+            FLAGS.dataset_dir,
+            labels_file,
+            first_label=first_label,
+            num_classes=num_classes,
+            size=size,
         )
         subset = dataset.subset(options.subset_size, options.subset_seed)
         wants_subset = any(TABLES[number].subset for number in tables)
@@ -202,13 +230,16 @@ def main(argv: list[str]) -> int:
                 own if own.is_file() else labels_file,
                 first_label=first_label,
                 num_classes=num_classes,
+                size=size,
             )
         sets = ImageSets(dataset, subset)
         loaded = LoadedModel(models)
         figure_model = FLAGS.figure_model or next(iter(models))
         figure_image = FLAGS.figure_image or dataset.names[0]
         if FLAGS.figure:
-            check_figure(models, dataset, figure_model, figure_image, FLAGS.figure_attack)
+            check_figure(
+                models, dataset, figure_model, figure_image, FLAGS.figure_attack, overrides
+            )
         output = ensure_writable_dir(FLAGS.output_dir)
         results = ResultsFile(results_path(output))
         cells = plan(models, sets, options)

@@ -12,6 +12,14 @@ A piece that crashes, hangs or writes nothing is recorded and the run goes on.
 Finished pieces are kept in --intermediate_results_dir: running the same command
 again continues an interrupted run and reruns nothing that finished.
 
+Submissions are treated as hostile: each piece's inputs are rebuilt from the
+harness's own copies before it runs and checked after, the dataset folder is
+checked after every piece, records are sealed, and every process a piece starts
+ends with it. The native runtime runs submissions with your privileges, so it
+detects and repairs what they change but cannot stop them; run untrusted
+submissions with --runtime=docker (read-only inputs, no network, --docker_memory
+and --docker_cpus limits).
+
 Exit status: 0 when every piece ran cleanly, 1 when the results are complete but
 something went wrong (a submission skipped or failing, images or rows missing; see
 summary.md), 2 when nothing could run (bad flags, dataset, metadata, no usable
@@ -77,6 +85,14 @@ flags.DEFINE_float(
 flags.DEFINE_boolean(
     "retry_failed", False, "Rerun finished pieces that failed or timed out, not only new ones."
 )
+flags.DEFINE_string(
+    "docker_memory",
+    None,
+    "Docker runtime: each container's memory limit, as `docker run -m` takes it (e.g. 16g).",
+)
+flags.DEFINE_float(
+    "docker_cpus", None, "Docker runtime: the CPUs each container may use (`docker run --cpus`)."
+)
 
 PROGRAM = "run_competition"
 _REQUIRED = ("defenses_dir", "dataset_dir", "dataset_metadata", "intermediate_results_dir")
@@ -108,6 +124,8 @@ def main(argv: list[str]) -> int:
         gpu=FLAGS.gpu,
         save_all_classification=FLAGS.save_all_classification,
         retry_failed=FLAGS.retry_failed,
+        docker_memory=FLAGS.docker_memory,
+        docker_cpus=FLAGS.docker_cpus,
     )
     try:
         competition = prepare(options)

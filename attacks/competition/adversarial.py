@@ -14,7 +14,9 @@ cut into parts of at most one batch size, one defense piece each.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,15 +27,25 @@ import numpy as np
 from PIL import Image
 
 from attacks.competition.batches import Batch, sha256_bytes
-from attacks.competition.layout import write_bytes_atomic
+from attacks.competition.store import MAX_FILE_BYTES, Store, write_bytes_atomic
+from defense.common.files import read_bounded, reason
 
 OUTPUT_SUFFIXES = (".png", ".jpg")
+# The decompression-bomb guard: a 299x299 image is 0.09 megapixels.
+MAX_PIXELS = 50_000_000
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    """An image file as uint8 RGB pixels [H, W, 3], as the toolkit reads it."""
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+def decode_rgb(data: bytes) -> np.ndarray:
+    """Image bytes as uint8 RGB pixels [H, W, 3], as the toolkit reads an image; raises
+    `ValueError` (with the reason) where they are not an image Pillow can read."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise ValueError(f"{width}x{height} pixels, over the {MAX_PIXELS}-pixel limit")
+            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except (OSError, SyntaxError, Image.DecompressionBombError, EOFError) as error:
+        raise ValueError(str(error) or type(error).__name__) from error
 
 
 def clip_to_ball(adversarial: np.ndarray, clean: np.ndarray, epsilon: int) -> np.ndarray:
@@ -91,30 +103,34 @@ class AttackOutput:
         return cls(images, data["missing"], data["unreadable"], data["resized"], data["ignored"])
 
 
-def clip_outputs(output_dir: Path, batch: Batch, clipped_dir: Path) -> AttackOutput:
-    """Clip what an attack wrote in `output_dir` for `batch` into `clipped_dir/<id>.png`."""
+def clip_outputs(output_dir: Path, batch: Batch, clipped_dir: Path, store: Store) -> AttackOutput:
+    """Clip what an attack wrote in `output_dir` for `batch` into `clipped_dir/<id>.png`
+    and the store. The clean images come from the store (checked by digest, never
+    re-read unchecked from the dataset folder); what the attack wrote is read as a
+    regular file of at most `MAX_FILE_BYTES` (anything else is unreadable, with the
+    reason)."""
     result = AttackOutput()
     found: dict[str, Path] = {}
     for suffix in OUTPUT_SUFFIXES:
         for image in batch.images:
             path = output_dir / f"{image.image_id}{suffix}"
-            if image.image_id not in found and path.is_file():
+            if image.image_id not in found and os.path.lexists(path):
                 found[image.image_id] = path
     used = {path.name for path in found.values()}
-    if output_dir.is_dir():
-        result.ignored = sorted(name.name for name in output_dir.iterdir() if name.name not in used)
+    with contextlib.suppress(OSError):
+        result.ignored = sorted(name for name in os.listdir(output_dir) if name not in used)
     for image in batch.images:
         written = found.get(image.image_id)
         if written is None:
             result.missing.append(image.image_id)
             continue
         try:
-            adversarial = read_rgb(written)
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-            result.unreadable[written.name] = str(error) or type(error).__name__
+            adversarial = decode_rgb(read_bounded(written, max_bytes=MAX_FILE_BYTES))
+        except (OSError, ValueError) as error:
+            result.unreadable[written.name] = reason(error)
             result.missing.append(image.image_id)
             continue
-        clean = read_rgb(image.path)
+        clean = decode_rgb(store.read(image.digest, [image.path], what=str(image.path)))
         if adversarial.shape != clean.shape:
             result.resized[image.image_id] = [adversarial.shape[1], adversarial.shape[0]]
             size = (clean.shape[1], clean.shape[0])
@@ -123,7 +139,7 @@ def clip_outputs(output_dir: Path, batch: Batch, clipped_dir: Path) -> AttackOut
         clipped = clip_to_ball(adversarial, clean, batch.epsilon)
         data = encode_png(clipped)
         write_bytes_atomic(clipped_dir / image.file_name, data)
-        result.images[image.image_id] = Clipped(sha256_bytes(data), *distances(clean, clipped))
+        result.images[image.image_id] = Clipped(store.put(data), *distances(clean, clipped))
     return result
 
 

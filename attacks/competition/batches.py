@@ -20,6 +20,7 @@ from PIL import Image
 
 from attacks.data.dataset import TARGET_CLASS, LabelError, labels_for, parse_labels, read_csv_lines
 from defense.common.errors import ParameterError
+from defense.common.files import read_bounded, reason
 
 EPSILON_CYCLE = (4, 8, 12, 16)
 CYCLE = "cycle"
@@ -30,6 +31,7 @@ NIPS17_HEADER = (
     "AuthorProfileURL"
 )
 TARGET_CLASS_FILE = "target_class.csv"
+MAX_IMAGE_BYTES = 64 << 20
 _SHOWN = 10
 
 
@@ -53,11 +55,6 @@ def parse_epsilon(value: str) -> tuple[int, ...]:
 def sha256_bytes(data: bytes) -> str:
     """The hex SHA-256 of `data`: how inputs are recognised when a run is resumed."""
     return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    """The hex SHA-256 of a file's bytes."""
-    return sha256_bytes(path.read_bytes())
 
 
 def listing(items: list[str]) -> str:
@@ -129,9 +126,8 @@ def _read_metadata(path: Path) -> tuple[dict[str, int], dict[str, int]]:
     try:
         lines = read_csv_lines(path)
     except (OSError, UnicodeDecodeError, csv.Error) as error:
-        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
         raise ParameterError(
-            f"dataset_metadata {path} cannot be read: {reason}", "dataset_metadata"
+            f"dataset_metadata {path} cannot be read: {reason(error)}", "dataset_metadata"
         ) from error
     header = [cell.strip() for cell in lines[0][1]] if lines else []
     missing = [column for column in DATASET_COLUMNS if column not in header]
@@ -152,7 +148,7 @@ def _readable(data: bytes) -> str | None:
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.convert("RGB")
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, EOFError) as error:
         return str(error) or type(error).__name__
     return None
 
@@ -161,14 +157,21 @@ def read_dataset(dataset_dir: str | os.PathLike, dataset_metadata: str | os.Path
     """The PNGs of `dataset_dir` with their labels from the dataset CSV `dataset_metadata`.
 
     Every PNG needs a row with labels in 1..1000; rows without a PNG are left out and
-    listed in `ids_without_files`. An unusable folder, file, row or image raises a
-    `ParameterError` naming the argument and everything wrong with it.
+    listed in `ids_without_files`. Each PNG is read once here, as a regular file of
+    at most `MAX_IMAGE_BYTES`, and known by its digest from then on. An unusable
+    folder, file, row or image raises a `ParameterError` naming the argument and
+    everything wrong with it.
     """
     folder, metadata = Path(dataset_dir), Path(dataset_metadata)
     if not folder.is_dir():
         raise ParameterError(f"dataset_dir {folder} is not a directory", "dataset_dir")
     labels, targets = _read_metadata(metadata)
-    pngs = sorted(p for p in folder.iterdir() if p.name.endswith(".png") and p.is_file())
+    try:
+        pngs = sorted(folder / name for name in os.listdir(folder) if name.endswith(".png"))
+    except OSError as error:
+        raise ParameterError(
+            f"dataset_dir {folder} cannot be listed: {reason(error)}", "dataset_dir"
+        ) from error
     try:
         labels_for([path.name for path in pngs], labels, source=metadata)
     except LabelError as error:
@@ -179,7 +182,11 @@ def read_dataset(dataset_dir: str | os.PathLike, dataset_metadata: str | os.Path
         )
     images, unreadable = [], []
     for path in pngs:
-        data = path.read_bytes()
+        try:
+            data = read_bounded(path, max_bytes=MAX_IMAGE_BYTES)
+        except OSError as error:
+            unreadable.append(f"{path.name} ({reason(error)})")
+            continue
         problem = _readable(data)
         if problem:
             unreadable.append(f"{path.name} ({problem})")

@@ -5,11 +5,20 @@ Order as in the dev toolkit: the non-targeted attacks, the targeted ones, then t
 defenses; each on every batch (defenses: on every part of the batch's pool). A piece
 that crashes, hangs or writes nothing is recorded with its reason and the run goes
 on; a finished piece is reused by a later run on the same intermediate directory.
+
+Submissions are treated as hostile. Each piece gets its inputs rebuilt from the
+harness's store and checked after it ran (a change is reported and never reaches
+another piece); the dataset folder is checked after every piece (a change is
+reported, exit 1, and the run goes on with the copies read at the start); records
+are sealed; every process a piece started ends with it; and the intermediate and
+output folders may not overlap the dataset or a submission, so that nothing the
+harness removes is an input. See `runner`, `containment`, `store` and `pieces`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -18,7 +27,7 @@ from typing import Any
 
 from absl import logging
 
-from attacks.competition import runner
+from attacks.competition import containment, runner
 from attacks.competition.adversarial import (
     AdversarialImage,
     AttackOutput,
@@ -35,9 +44,8 @@ from attacks.competition.batches import (
     listing,
     parse_epsilon,
     read_dataset,
-    sha256_bytes,
 )
-from attacks.competition.layout import Layout, fresh_dir, place_files
+from attacks.competition.layout import Layout, fresh_dir, remove
 from attacks.competition.pieces import (
     CLIPPED_DIR,
     RESULT_FILE,
@@ -56,6 +64,7 @@ from attacks.competition.scoring import (
     Scores,
     score,
 )
+from attacks.competition.store import changed_files, digest_of, place_files
 from attacks.competition.submissions import (
     ATTACK,
     DEFENSE,
@@ -68,6 +77,8 @@ from defense.common.files import check_output_file, ensure_writable_dir, write_t
 
 TIME_LIMIT = 500.0
 GRACE_PERIOD = 10.0
+# A day: the longest time limit or grace period that means anything for one piece.
+MAX_SECONDS = 86_400.0
 MAPPING_FILE = "mapping.json"
 
 
@@ -91,17 +102,34 @@ class Options:
     gpu: bool = False
     save_all_classification: bool = False
     retry_failed: bool = False
+    docker_memory: str | None = None
+    docker_cpus: float | None = None
+
+
+def _check_seconds(value: float, parameter: str, meaning: str) -> None:
+    if not (math.isfinite(value) and 0 <= value <= MAX_SECONDS):
+        raise ParameterError(
+            f"{parameter} must be a number of seconds in 0..{MAX_SECONDS:g}{meaning}, "
+            f"got {value:g}",
+            parameter,
+        )
 
 
 def _check_options(options: Options) -> None:
-    if options.time_limit < 0:
+    _check_seconds(options.time_limit, "time_limit", " (0: no limit)")
+    _check_seconds(options.grace_period, "grace_period", "")
+    if options.docker_cpus is not None and not (
+        math.isfinite(options.docker_cpus) and 0 < options.docker_cpus <= 1024
+    ):
         raise ParameterError(
-            f"time_limit must be >= 0 seconds (0: no limit), got {options.time_limit:g}",
-            "time_limit",
+            f"docker_cpus must be a number of CPUs in (0, 1024], got {options.docker_cpus:g}",
+            "docker_cpus",
         )
-    if options.grace_period < 0:
+    if options.docker_memory is not None and not _is_memory(options.docker_memory):
         raise ParameterError(
-            f"grace_period must be >= 0 seconds, got {options.grace_period:g}", "grace_period"
+            "docker_memory must be a size as docker run -m takes it (a number with an "
+            f"optional unit b, k, m or g, e.g. 16g), got {options.docker_memory!r}",
+            "docker_memory",
         )
     if options.runtime not in runner.RUNTIMES:
         raise ParameterError(
@@ -116,6 +144,43 @@ def _check_options(options: Options) -> None:
         raise ParameterError(
             "give attacks_dir, targeted_attacks_dir or both", "attacks_dir", "targeted_attacks_dir"
         )
+
+
+def _is_memory(value: str) -> bool:
+    number = value[:-1] if value[-1:].lower() in ("b", "k", "m", "g") else value
+    return number.isdigit() and int(number) > 0
+
+
+def _real(path: str | os.PathLike) -> Path:
+    return Path(os.path.realpath(path))
+
+
+def _check_locations(options: Options, submissions: list[Submission]) -> None:
+    """Refuse an output folder (intermediate or output) that is, holds or lies in an input
+    (the dataset folder or CSV, a submissions folder or a submission): the harness
+    removes and rewrites what is in its folders."""
+    inputs = {
+        "dataset_dir": options.dataset_dir,
+        "dataset_metadata": options.dataset_metadata,
+        "attacks_dir": options.attacks_dir,
+        "targeted_attacks_dir": options.targeted_attacks_dir,
+        "defenses_dir": options.defenses_dir,
+        **{f"the submission {s.name}": s.directory for s in submissions},
+    }
+    for output in ("intermediate_results_dir", "output_dir"):
+        place = _real(getattr(options, output))
+        for name, given in inputs.items():
+            if given is None:
+                continue
+            source = _real(given)
+            if place == source or source in place.parents or place in source.parents:
+                parameters = [output, *([name] if " " not in name else [])]
+                raise ParameterError(
+                    f"{output} {getattr(options, output)} overlaps {name} {given}: the "
+                    "harness writes and removes files in its folders; give a folder apart "
+                    "from the dataset and the submissions",
+                    *parameters,
+                )
 
 
 def _skipped_note(skipped: dict[str, str]) -> str:
@@ -157,6 +222,7 @@ def prepare(options: Options) -> Competition:
             "attacks_dir",
             "targeted_attacks_dir",
         )
+    _check_locations(options, [s for kind in found.values() for s in kind])
     for folder, reason in skipped.items():
         logging.warning("skipping the submission in %s: %s", folder, reason)
     if dataset.ids_without_files:
@@ -184,7 +250,13 @@ def prepare(options: Options) -> Competition:
         found[TARGETED_ATTACK],
         found[DEFENSE],
         skipped,
-        runner.Runtime(options.runtime, options.gpu, options.grace_period),
+        runner.Runtime(
+            options.runtime,
+            options.gpu,
+            options.grace_period,
+            options.docker_memory,
+            options.docker_cpus,
+        ),
     )
 
 
@@ -201,6 +273,8 @@ class Competition:
     skipped: dict[str, str]
     runtime: runner.Runtime
     problems: list[str] = field(default_factory=list)
+    dataset_changes: dict[str, str] = field(default_factory=dict)
+    secret: bytes = b""
 
     @property
     def layout(self) -> Layout:
@@ -208,8 +282,14 @@ class Competition:
 
     def run(self) -> Scores:
         """Run what is not finished yet, score everything and write the result files."""
-        self.problems = []
+        self.problems, self.dataset_changes = [], {}
+        containment.become_subreaper()
         with self.layout.locked():
+            containment.end_leftovers(self.layout.root)
+            self.secret = self.layout.secret()
+            store = self.layout.store
+            for image in self.dataset.images:
+                store.read(image.digest, [image.path], what=str(image.path))
             attack_pieces = [
                 self._attack_piece(attack, batch)
                 for attack in [*self.attacks, *self.targeted_attacks]
@@ -238,6 +318,14 @@ class Competition:
                             for image in part
                             if _stem(image) in piece.output.labels
                         ]
+        if self.dataset_changes:
+            changed = sorted(self.dataset_changes)
+            first = self.dataset_changes[changed[0]]
+            self.problems.append(
+                f"dataset_dir changed during the run: {listing(changed)} no longer match "
+                f"what was read at the start (first seen after {first}); the run used its "
+                "own copies"
+            )
         results = Results(
             dataset=self.dataset,
             attacks=[s.name for s in self.attacks],
@@ -277,11 +365,34 @@ class Competition:
             return False
         return not (self.options.retry_failed and record["outcome"]["status"] != runner.OK)
 
-    def _run(self, invocation: runner.Invocation, folder: Path) -> runner.Outcome:
+    def _run(
+        self,
+        invocation: runner.Invocation,
+        folder: Path,
+        label: str,
+        input_dir: Path,
+        files: dict[str, str],
+    ) -> tuple[runner.Outcome, list[str]]:
+        """Run a piece on `input_dir` (which holds `files`, name -> digest); its outcome,
+        and what it changed of its input and of the dataset folder."""
         limit = self.options.time_limit or None
-        return runner.run(
-            invocation, time_limit=limit, grace_period=self.options.grace_period, log_dir=folder
+        outcome = runner.run(
+            invocation,
+            time_limit=limit,
+            grace_period=self.options.grace_period,
+            log_dir=folder,
+            ledger_dir=self.layout.root,
         )
+        issues = []
+        changed = changed_files(input_dir, files)
+        if changed:
+            issues.append(f"changed its input ({listing(changed)}); restored before the next piece")
+        for image in self.dataset.images:
+            if image.file_name not in self.dataset_changes and (
+                digest_of(image.path) != image.digest
+            ):
+                self.dataset_changes[image.file_name] = label
+        return outcome, issues
 
     def _note(self, label: str, issues: list[str]) -> None:
         if issues:
@@ -300,8 +411,10 @@ class Competition:
         }
         kind = attack.kind.replace("_", " ")
         label = f"{kind} {attack.name} {batch.name} (epsilon {batch.epsilon})"
-        record = load_record(folder, key)
+        record = load_record(folder, key, self.secret)
         piece = None
+        store = self.layout.store
+        tampered: list[str] = []
         if record and self._reusable(record):
             piece = AttackPiece(
                 attack.name,
@@ -313,21 +426,27 @@ class Competition:
                 runner.Outcome.from_json(record["outcome"]),
                 AttackOutput.from_json(record["output"]),
             )
-        if piece and piece.clipped_intact():
+        if piece and piece.clipped_intact(store):
             logging.info("%s: finished earlier", label)
         else:
-            files: dict[str, tuple[str, Path | bytes]] = {
-                image.file_name: (image.digest, image.path) for image in batch.images
-            }
+            files = {image.file_name: image.digest for image in batch.images}
             if targeted:
-                targets = batch.target_class_csv()
-                files[TARGET_CLASS_FILE] = (sha256_bytes(targets), targets)
-            input_dir = place_files(self.layout.dataset_input(batch, targeted=targeted), files)
+                files[TARGET_CLASS_FILE] = store.put(batch.target_class_csv())
+            input_dir = place_files(
+                self.layout.dataset_input(batch, targeted=targeted),
+                files,
+                store,
+                {image.file_name: [image.path] for image in batch.images},
+            )
             fresh_dir(folder)
             written = fresh_dir(folder / "output", open_to_all=self.runtime.kind == runner.DOCKER)
             logging.info("%s: running", label)
-            outcome = self._run(
-                self.runtime.attack(attack, input_dir, written, batch.epsilon), folder
+            outcome, tampered = self._run(
+                self.runtime.attack(attack, input_dir, written, batch.epsilon),
+                folder,
+                label,
+                input_dir,
+                files,
             )
             piece = AttackPiece(
                 attack.name,
@@ -337,9 +456,9 @@ class Competition:
                 len(batch.images),
                 folder,
                 outcome,
-                clip_outputs(written, batch, fresh_dir(folder / CLIPPED_DIR)),
+                clip_outputs(written, batch, fresh_dir(folder / CLIPPED_DIR), store),
             )
-            save_record(folder, piece.record(key))
+            save_record(folder, piece.record(key), self.secret)
         logging.info(
             "%s: %s, %d of %d images, %.1f s",
             label,
@@ -349,6 +468,7 @@ class Competition:
             piece.outcome.seconds,
         )
         issues = [] if piece.outcome.status == runner.OK else [piece.outcome.describe()]
+        issues += tampered
         if piece.output.missing:
             missing = piece.output.missing
             issues.append(f"no image for {len(missing)} of {piece.size}: {listing(missing)}")
@@ -372,13 +492,10 @@ class Competition:
         folder.mkdir(parents=True, exist_ok=True)
         expected = {_part_name(index) for index in range(len(parts))}
         for entry in folder.iterdir():
-            if entry.is_dir() and entry.name not in expected:
-                shutil.rmtree(entry)
+            if entry.name not in expected and entry.name != MAPPING_FILE:
+                remove(entry)
         for index, part in enumerate(parts):
-            place_files(
-                folder / _part_name(index),
-                {image.name: (image.digest, image.source) for image in part},
-            )
+            self._place_part(batch, index, part)
         mapping = {
             image.name: {
                 "part": index,
@@ -392,6 +509,20 @@ class Competition:
         write_text_atomic(folder / MAPPING_FILE, json.dumps(mapping, indent=1) + "\n")
         return parts
 
+    def _place_part(
+        self, batch: Batch, index: int, part: list[AdversarialImage]
+    ) -> tuple[dict[str, str], Path]:
+        """The files of part `index` of the batch's pool (name -> digest), and the folder
+        that now holds them, rebuilt from the store where it differs."""
+        files = {image.name: image.digest for image in part}
+        folder = place_files(
+            self.layout.pool(batch) / _part_name(index),
+            files,
+            self.layout.store,
+            {image.name: [image.source] for image in part},
+        )
+        return files, folder
+
     def _defense_piece(
         self, defense: Submission, batch: Batch, index: int, part: list[AdversarialImage]
     ) -> DefensePiece:
@@ -403,26 +534,31 @@ class Competition:
             "input": part_digest(part),
         }
         label = f"defense {defense.name} {batch.name} part {index:02d}"
-        record = load_record(folder, key)
+        record = load_record(folder, key, self.secret)
+        tampered: list[str] = []
         if record and self._reusable(record):
             outcome = runner.Outcome.from_json(record["outcome"])
             output = DefenseOutput.from_json(record["output"])
             logging.info("%s: finished earlier", label)
         else:
             record = None
+            files, input_dir = self._place_part(batch, index, part)
             fresh_dir(folder)
             written = fresh_dir(folder / "output", open_to_all=self.runtime.kind == runner.DOCKER)
             logging.info("%s: running on %d images", label, len(part))
-            input_dir = self.layout.pool(batch) / _part_name(index)
-            outcome = self._run(
-                self.runtime.defense(defense, input_dir, written / RESULT_FILE), folder
+            outcome, tampered = self._run(
+                self.runtime.defense(defense, input_dir, written / RESULT_FILE),
+                folder,
+                label,
+                input_dir,
+                files,
             )
             output = read_defense_output(written / RESULT_FILE, {_stem(image) for image in part})
         piece = DefensePiece(
             defense.name, batch.index, index, batch.epsilon, len(part), outcome, output
         )
         if record is None:
-            save_record(folder, piece.record(key))
+            save_record(folder, piece.record(key), self.secret)
         logging.info(
             "%s: %s, %d of %d images classified, %.1f s",
             label,
@@ -432,7 +568,10 @@ class Competition:
             outcome.seconds,
         )
         issues = [] if outcome.status == runner.OK else [outcome.describe()]
-        if not output.wrote_file:
+        issues += tampered
+        if output.refused:
+            issues.append(output.refused)
+        elif not output.wrote_file:
             issues.append(f"wrote no {RESULT_FILE}")
         elif len(output.labels) < len(part):
             issues.append(f"no row for {len(part) - len(output.labels)} of {len(part)} images")

@@ -1,5 +1,8 @@
 """Where a run keeps its work: the intermediate results directory.
 
+    store/                                every file the harness knows by digest (`store`)
+    .key                                  the secret that seals the records (`pieces`)
+    .running                              the piece in flight (`containment`)
     dataset/batch_003/                    clean images of batch 3: the input of its attack pieces
     dataset/batch_003_targeted/           the same and target_class.csv, for targeted attacks
     attacks_output/<attack>/batch_003/    one attack piece: output/ (what the attack wrote),
@@ -10,8 +13,9 @@
     defenses_output/<defense>/batch_003_part_00/   output/result.csv, logs, piece.json
 
 A piece's `piece.json` is written last, once its outcome and outputs were read: a
-later run reuses it when its key matches, and runs the piece again otherwise.
-Input folders are rebuilt whenever their files differ from what they should hold.
+later run reuses it when its key and seal match, and runs the piece again otherwise.
+Input folders are rebuilt from the store whenever their files differ from what they
+should hold, before every piece.
 """
 
 from __future__ import annotations
@@ -19,16 +23,20 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import secrets
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from attacks.competition.batches import Batch, sha256_bytes, sha256_file
+from attacks.competition.batches import Batch
+from attacks.competition.store import Store
 from defense.common.errors import InputError
-from defense.common.files import ensure_writable_dir, write_atomic
+from defense.common.files import ensure_writable_dir, read_bounded, reason
 
 LOCK_FILE = ".run_competition.lock"
+KEY_FILE = ".key"
+SECRET_BYTES = 32
 
 
 @dataclass(frozen=True)
@@ -50,11 +58,32 @@ class Layout:
     def defense_piece(self, name: str, batch: Batch, part: int) -> Path:
         return self.root / "defenses_output" / name / f"{batch.name}_part_{part:02d}"
 
+    @property
+    def store(self) -> Store:
+        return Store(self.root / "store")
+
+    def secret(self) -> bytes:
+        """The run directory's secret for sealing records, made on first use (mode 0600)."""
+        path = self.root / KEY_FILE
+        try:
+            secret = read_bounded(path, max_bytes=64)
+        except FileNotFoundError:
+            secret = b""
+        except OSError as error:
+            raise InputError(f"{path} cannot be read: {reason(error)}; remove it") from error
+        if len(secret) != SECRET_BYTES:
+            secret = secrets.token_bytes(SECRET_BYTES)
+            path.unlink(missing_ok=True)
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with open(descriptor, "wb") as handle:
+                handle.write(secret)
+        return secret
+
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the directory for this run; another run on it at the same time is refused."""
         ensure_writable_dir(self.root)
-        descriptor = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+        descriptor = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK, 0o666)
         try:
             try:
                 fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -71,36 +100,17 @@ class Layout:
 def fresh_dir(path: Path, *, open_to_all: bool = False) -> Path:
     """An empty directory at `path` (what was there is removed). `open_to_all`: writable
     by every user, for a container that runs as another user (as the cloud workers do)."""
-    if path.exists():
-        shutil.rmtree(path)
+    remove(path)
     path.mkdir(parents=True)
     if open_to_all:
         path.chmod(0o777)
     return path
 
 
-def place_files(folder: Path, files: Mapping[str, tuple[str, Path | bytes]]) -> Path:
-    """Make `folder` hold exactly `files` (name -> (sha256, source file or bytes)), read-only.
-
-    Kept as it is when it already does, else rebuilt; a submission that changed its
-    input therefore cannot pass the change on to the next piece.
-    """
-    if folder.is_dir():
-        present = sorted(os.listdir(folder))
-        if present == sorted(files) and all(
-            sha256_file(folder / name) == digest for name, (digest, _) in files.items()
-        ):
-            return folder
-    fresh_dir(folder)
-    for name, (digest, source) in files.items():
-        data = source if isinstance(source, bytes) else source.read_bytes()
-        if sha256_bytes(data) != digest:
-            raise InputError(f"the source of {folder / name} changed during the run; run again")
-        write_bytes_atomic(folder / name, data)
-        (folder / name).chmod(0o444)
-    return folder
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` atomically (`defense.common.files.write_atomic`)."""
-    write_atomic(path, lambda handle: handle.write(data))
+def remove(path: Path) -> None:
+    """Remove what is at `path`: a folder with its content, anything else by its entry (a
+    link a piece put there is never followed)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        path.unlink()

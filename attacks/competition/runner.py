@@ -13,8 +13,13 @@ that hard-codes /code or /input_images needs the docker runtime.
 
 A piece runs in its own session and process group. At the time limit the group gets
 SIGTERM (in Docker, `docker stop` first), and SIGKILL after the grace period; when
-the entry point ends, whatever it left running in its group is killed, as a
-container's end would. Its stdout and stderr go to files in the piece's folder.
+the entry point ends, whatever it left running is killed, however it detached, as a
+container's end would (`containment`).
+Its stdout and stderr go to files in the piece's folder.
+
+The docker runtime mounts the inputs (the images and the submission's folder)
+read-only and the output folder writable, runs without a network, and applies the
+memory and CPU limits given (the cloud evaluation's `-m` and `--cpus`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import math
 import os
 import secrets
 import signal
+import stat
 import subprocess
 import time
 from collections.abc import Mapping
@@ -31,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from attacks.competition import containment
 from attacks.competition.submissions import Submission
 
 NATIVE, DOCKER = "native", "docker"
@@ -59,11 +66,14 @@ class Invocation:
 @dataclass(frozen=True)
 class Runtime:
     """How entry points are run: `native` or `docker` (with `gpu`: `--gpus all` and the
-    submission's `container_gpu`); `grace_period` is what `docker stop` is given."""
+    submission's `container_gpu`); `grace_period` is what `docker stop` is given,
+    `memory` and `cpus` are the container's `-m` and `--cpus` (None: no limit)."""
 
     kind: str = NATIVE
     gpu: bool = False
     grace_period: float = 10.0
+    memory: str | None = None
+    cpus: float | None = None
 
     def image(self, submission: Submission) -> str | None:
         """The container image the submission runs in (None natively)."""
@@ -74,17 +84,22 @@ class Runtime:
     ) -> Invocation:
         """`ENTRY INPUT_DIR OUTPUT_DIR EPSILON`."""
         mounts = {INPUT_IMAGES: input_dir, OUTPUT_IMAGES: output_dir}
-        return self._invocation(submission, mounts, (INPUT_IMAGES, OUTPUT_IMAGES, str(epsilon)))
+        arguments = (INPUT_IMAGES, OUTPUT_IMAGES, str(epsilon))
+        return self._invocation(submission, mounts, arguments, writable=OUTPUT_IMAGES)
 
     def defense(self, submission: Submission, input_dir: Path, output_file: Path) -> Invocation:
         """`ENTRY INPUT_DIR OUTPUT_FILE`; the output file's folder is mounted at /output_data."""
         mounts = {INPUT_IMAGES: input_dir, OUTPUT_DATA: output_file.parent}
-        return self._invocation(
-            submission, mounts, (INPUT_IMAGES, f"{OUTPUT_DATA}/{output_file.name}")
-        )
+        arguments = (INPUT_IMAGES, f"{OUTPUT_DATA}/{output_file.name}")
+        return self._invocation(submission, mounts, arguments, writable=OUTPUT_DATA)
 
     def _invocation(
-        self, submission: Submission, mounts: Mapping[str, Path], arguments: tuple[str, ...]
+        self,
+        submission: Submission,
+        mounts: Mapping[str, Path],
+        arguments: tuple[str, ...],
+        *,
+        writable: str,
     ) -> Invocation:
         cwd = submission.directory
         if self.kind == NATIVE:
@@ -96,8 +111,15 @@ class Runtime:
         volumes = [
             item
             for target, host in (*mounts.items(), (CODE, cwd))
-            for item in ("-v", f"{Path(host).absolute()}:{target}")
+            for item in (
+                "-v",
+                f"{Path(host).absolute()}:{target}{'' if target == writable else ':ro'}",
+            )
         ]
+        limits = (
+            *(("--memory", self.memory) if self.memory else ()),
+            *(("--cpus", f"{self.cpus:g}") if self.cpus else ()),
+        )
         image = self.image(submission)
         assert image is not None, "discovery requires a container for the docker runtime"
         command = (
@@ -106,6 +128,9 @@ class Runtime:
             "--rm",
             "--name",
             name,
+            "--network",
+            "none",
+            *limits,
             *(("--gpus", "all") if self.gpu else ()),
             *volumes,
             "-w",
@@ -208,10 +233,18 @@ def _stop(pid: int, invocation: Invocation, grace_period: float) -> bool:
 
 
 def _tail(path: Path) -> str:
-    """The last lines a submission wrote to `path`."""
-    with open(path, "rb") as handle:
-        handle.seek(max(0, os.fstat(handle.fileno()).st_size - TAIL_BYTES))
-        text = handle.read().decode("utf-8", "replace")
+    """The last lines a submission wrote to `path` (nothing where the piece replaced
+    the log with something that is not a regular file)."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return ""
+    with open(descriptor, "rb") as handle:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
+            return ""
+        handle.seek(max(0, info.st_size - TAIL_BYTES))
+        text = handle.read(TAIL_BYTES).decode("utf-8", "replace")
     return "\n".join(text.splitlines()[-TAIL_LINES:])
 
 
@@ -225,12 +258,25 @@ def _ending(returncode: int) -> str:
 
 
 def run(
-    invocation: Invocation, *, time_limit: float | None, grace_period: float, log_dir: Path
+    invocation: Invocation,
+    *,
+    time_limit: float | None,
+    grace_period: float,
+    log_dir: Path,
+    ledger_dir: Path,
 ) -> Outcome:
     """Run `invocation` to its end or to `time_limit` seconds (None: no limit), logging its
-    output in `log_dir`. An interruption (KeyboardInterrupt) stops it before going on."""
+    output in `log_dir`; every process it started is ended with it (`containment`), and
+    while it runs the ledger in `ledger_dir` names it. An interruption
+    (KeyboardInterrupt) stops it before going on."""
     start = time.monotonic()
-    with open(log_dir / STDOUT_LOG, "wb") as stdout, open(log_dir / STDERR_LOG, "wb") as stderr:
+    token = containment.new_token()
+    spared = containment.children()
+    with (
+        open(log_dir / STDOUT_LOG, "wb") as stdout,
+        open(log_dir / STDERR_LOG, "wb") as stderr,
+        containment.ledger(ledger_dir, token),
+    ):
         try:
             process = subprocess.Popen(
                 invocation.command,
@@ -239,6 +285,8 @@ def run(
                 stdout=stdout,
                 stderr=stderr,
                 start_new_session=True,
+                env={**os.environ, containment.TOKEN_VARIABLE: token},
+                preexec_fn=containment.die_with_parent,
             )
         except OSError as error:
             reason = f"cannot start {invocation.command[0]}: {error.strerror or error}"
@@ -254,6 +302,7 @@ def run(
         finally:
             _signal_group(process.pid, signal.SIGKILL)  # what it left behind, as a container's end
             process.wait()
+            containment.sweep(token, roots={process.pid}, spared=spared)
     seconds = time.monotonic() - start
     tail = _tail(log_dir / STDERR_LOG)
     if timed_out:

@@ -15,6 +15,7 @@ targeted attack: classified as the target), so an unclassified image is a succes
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -121,8 +122,11 @@ class Scores:
         """Write every result file into `output_dir`, each atomically."""
         for name, rows in self.tables.items():
             write_csv_atomic(output_dir / name, rows)
+        stale = output_dir / ALL_CLASSIFICATION
         if save_all_classification:
-            write_csv_atomic(output_dir / ALL_CLASSIFICATION, self.classification)
+            write_csv_atomic(stale, self.classification)
+        elif os.path.lexists(stale) and not stale.is_dir():
+            stale.unlink()  # an earlier run's, which these results would seem to come with
         write_text_atomic(output_dir / SCORES, json.dumps(self.report, indent=2) + "\n")
         write_text_atomic(output_dir / SUMMARY, summary_markdown(self.report, self.problems()))
 
@@ -259,13 +263,21 @@ def score(results: Results) -> Scores:
     return Scores(tables, rows, report)
 
 
+def plain(text: str) -> str:
+    """Text from a submission (a name, a line of its stderr) as one printable line:
+    control characters and line breaks escaped, never written raw into Markdown."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _cell(value: object) -> str:
     """A Markdown table cell: floats to 3 decimals, no value as a dash."""
     if value is None:
         return "-"
     if isinstance(value, float):
         return f"{value:.3f}"
-    return str(value).replace("|", "\\|")
+    return plain(str(value)).replace("|", "\\|")
 
 
 def _time_limit(limit: float | None) -> str:
@@ -317,5 +329,5 @@ def summary_markdown(report: Mapping[str, Any], problems: Sequence[str]) -> str:
         lines.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
     lines += ["", "Distances in pixel units (0..255), after clipping.", ""]
     lines += ["## Problems", ""]
-    lines += [f"- {problem}" for problem in problems] or ["None."]
+    lines += [f"- {plain(problem)}" for problem in problems] or ["None."]
     return "\n".join(lines) + "\n"

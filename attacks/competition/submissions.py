@@ -6,21 +6,24 @@ Its metadata fields: `type` (`attack`,
 `targeted_attack` or `defense`), `entry_point` (an executable file of the folder,
 run with the folder as working directory), `container` (the Docker image; needed by
 the docker runtime only) and optionally `container_gpu` (the image used with a GPU).
-A folder whose metadata cannot be used is skipped, with the reason.
+A folder whose metadata cannot be used is skipped, with the reason: so is one whose
+name is not printable UTF-8 (it names the submission in every result file), and one
+whose `metadata.json` is not a regular JSON file of at most `MAX_METADATA_BYTES`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from defense.common.errors import ParameterError
+from defense.common.files import parse_json, read_text_bounded, reason
 
 ATTACK, TARGETED_ATTACK, DEFENSE = "attack", "targeted_attack", "defense"
 KINDS = (ATTACK, TARGETED_ATTACK, DEFENSE)
 METADATA = "metadata.json"
+MAX_METADATA_BYTES = 1 << 20
 
 
 class SubmissionError(ValueError):
@@ -66,19 +69,31 @@ def _text_field(metadata: dict, field: str, *, required: bool) -> str | None:
     return value
 
 
+def _check_name(name: str) -> None:
+    """Refuse a folder name that cannot name a submission in CSV, JSON and Markdown."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise SubmissionError(
+            f"the folder name {name.encode('utf-8', 'surrogateescape')!r} is not UTF-8"
+        ) from None
+    if not name.isprintable():
+        raise SubmissionError(f"the folder name {name!r} holds unprintable characters")
+
+
 def read_submission(folder: Path, *, docker: bool) -> Submission:
     """The submission in `folder`, or a `SubmissionError` saying what is wrong with it.
 
     `docker`: the docker runtime will run it, so its metadata must name a container.
     """
+    _check_name(folder.name)
     try:
-        text = (folder / METADATA).read_text(encoding="utf-8")
+        text = read_text_bounded(folder / METADATA, max_bytes=MAX_METADATA_BYTES)
     except (OSError, UnicodeDecodeError) as error:
-        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
-        raise SubmissionError(f"cannot read {METADATA}: {reason}") from error
+        raise SubmissionError(f"cannot read {METADATA}: {reason(error)}") from error
     try:
-        metadata = json.loads(text)
-    except json.JSONDecodeError as error:
+        metadata = parse_json(text)
+    except ValueError as error:
         raise SubmissionError(f"{METADATA} is not valid JSON: {error}") from error
     if not isinstance(metadata, dict):
         raise SubmissionError(f"{METADATA} must hold a JSON object, not {type(metadata).__name__}")
@@ -94,7 +109,11 @@ def read_submission(folder: Path, *, docker: bool) -> Submission:
             f"{METADATA}: entry_point {entry_point!r} must name a file inside the folder"
         )
     entry = folder / relative
-    if not entry.is_file():
+    try:
+        entry_is_file = entry.is_file()
+    except OSError as error:
+        raise SubmissionError(f"entry point {entry_point}: {reason(error)}") from error
+    if not entry_is_file:
         raise SubmissionError(f"entry point {entry_point} is not a file of the folder")
     if not os.access(entry, os.X_OK):
         raise SubmissionError(f"entry point {entry_point} is not executable (chmod +x it)")
@@ -106,6 +125,16 @@ def read_submission(folder: Path, *, docker: bool) -> Submission:
         container=_text_field(metadata, "container", required=docker),
         container_gpu=_text_field(metadata, "container_gpu", required=False),
     )
+
+
+def _shown(folder: Path) -> str:
+    """A folder as messages and result files show it: escaped where it is not printable UTF-8."""
+    text = str(folder)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = str(folder).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return text if text.isprintable() else repr(text)[1:-1]
 
 
 def discover(
@@ -121,14 +150,20 @@ def discover(
     directory = Path(directory)
     if not directory.is_dir():
         raise ParameterError(f"{parameter} {directory} is not a directory", parameter)
+    try:
+        folders = sorted(directory / name for name in os.listdir(directory))
+    except OSError as error:
+        raise ParameterError(
+            f"{parameter} {directory} cannot be listed: {reason(error)}", parameter
+        ) from error
     found, skipped = [], {}
-    for folder in sorted(directory.iterdir()):
-        if not (folder.is_dir() and (folder / METADATA).exists()):
-            continue
+    for folder in folders:
         try:
+            if not (folder.is_dir() and os.path.lexists(folder / METADATA)):
+                continue
             submission = read_submission(folder, docker=docker)
-        except SubmissionError as error:
-            skipped[str(folder)] = str(error)
+        except (SubmissionError, OSError) as error:
+            skipped[_shown(folder)] = reason(error)
             continue
         if submission.kind == kind:
             found.append(submission)

@@ -23,11 +23,10 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from defense.common.errors import InputError
-from defense.common.files import write_text_atomic
+from defense.common.files import check_output_file, read_text_bounded, reason, write_text_atomic
 
 RESULTS_FILE = "results.jsonl"
 SOURCES = ("float", "png")
@@ -118,19 +117,23 @@ def _check_record(record: object) -> str | None:
 
 
 class ResultsFile:
-    """The finished cells of a results file (JSON lines), added to as cells finish."""
+    """The finished cells of a results file (JSON lines), added to as cells finish.
+
+    Checked when opened, before any cell runs: the file must be absent or a writable
+    regular file (a FIFO, a device or a read-only file is refused at once rather than
+    after the first cell), and an existing one is read without blocking, bounded."""
 
     def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
+        self.path = check_output_file(path)
         self.records: list[dict[str, Any]] = []
         if self.path.exists():
             self.records = self._read()
 
     def _read(self) -> list[dict[str, Any]]:
         try:
-            text = self.path.read_text(encoding="utf-8")
+            text = read_text_bounded(self.path)
         except (OSError, UnicodeDecodeError) as error:
-            raise InputError(f"cannot read results file {self.path}: {error}") from error
+            raise InputError(f"cannot read results file {self.path}: {reason(error)}") from error
         records = []
         for number, line in enumerate(text.splitlines(), start=1):
             if not line.strip():

@@ -2,9 +2,13 @@
 subset of Sections 4.5-4.6, and a digest that names exactly those images.
 
 The digest covers every image's name, label and file content, so results made on
-other images (or regenerated ones) are never taken for this set's. Images are read
-at the size a scenario needs (the one-pixel diagnostics of Section 4.6 work on
-330x330 from the 299x299 dataset: resized with Lanczos, as `defense.common.images` does).
+other images (or regenerated ones) are never taken for this set's. Every image is
+decoded when the set is read, before any cell runs: like the paper's, the images must
+be PNGs of the models' input size (another size is refused, not silently resized,
+which would distort it and change what a pixel budget means); a grayscale or palette
+image is converted to RGB with a warning. Images are then read at the size a scenario
+needs (the one-pixel diagnostics of Section 4.6 work on 330x330 from the 299x299
+dataset: resized with Lanczos, as `defense.common.images` does).
 """
 
 from __future__ import annotations
@@ -15,11 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from absl import logging
 
 from attacks.data.builder import sample
 from attacks.data.dataset import labels_for, read_labels
 from defense.common.errors import InputError
-from defense.common.images import ImageError, list_inputs, read_image
+from defense.common.files import read_bounded, reason
+from defense.common.images import MAX_FILE_BYTES, ImageError, list_inputs, read_image
+
+_MAX_REPORTED = 5
 
 
 @dataclass(frozen=True)
@@ -73,9 +81,15 @@ class ImageSet:
             raise InputError(f"an image of the dataset is unusable: {error}") from error
 
 
-def _file_digest(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+def _checked(path: Path, size: int) -> tuple[str, list[str]]:
+    """The SHA-256 of a dataset image that decodes as a size x size PNG, and its
+    conversions to RGB; raises `ImageError` saying why it does not."""
+    conversions = read_image(path, size, resize=False).conversions
+    try:
+        data = read_bounded(path, max_bytes=MAX_FILE_BYTES)
+    except OSError as error:
+        raise ImageError(f"cannot read file: {reason(error)}") from error
+    return hashlib.sha256(data).hexdigest(), conversions
 
 
 def read_image_set(
@@ -84,9 +98,13 @@ def read_image_set(
     *,
     first_label: int,
     num_classes: int,
+    size: int,
 ) -> ImageSet:
     """The PNGs of `dataset_dir`, each with its label from `labels_file` (a dataset CSV's
-    TrueLabel or `<filename>,<label>` lines) in first_label..first_label+num_classes-1."""
+    TrueLabel or `<filename>,<label>` lines) in first_label..first_label+num_classes-1.
+
+    Every image is decoded now, so that a damaged one, one of another size than
+    size x size, a FIFO or a device is refused (naming it) before any cell runs."""
     listing = list_inputs(dataset_dir)
     names = [path.name for path in listing.images]
     labels = labels_for(
@@ -94,8 +112,30 @@ def read_image_set(
         read_labels(labels_file, num_classes=num_classes, first_label=first_label),
         source=labels_file,
     )
-    try:
-        files = tuple(_file_digest(path) for path in listing.images)
-    except OSError as error:
-        raise InputError(f"cannot read an image of {dataset_dir}: {error}") from error
-    return ImageSet(tuple(listing.images), tuple(labels[name] for name in names), files)
+    files, problems, converted = [], [], []
+    for path in listing.images:
+        try:
+            digest, conversions = _checked(path, size)
+        except ImageError as error:
+            problems.append(f"{path.name}: {error}")
+            continue
+        files.append(digest)
+        converted += [f"{path.name} ({note})" for note in conversions]
+    if problems:
+        shown = "\n  ".join(problems[:_MAX_REPORTED])
+        more = len(problems) - _MAX_REPORTED
+        raise InputError(
+            f"{len(problems)} image(s) of {dataset_dir} are unusable (the images must be "
+            f"{size}x{size} PNGs, the models' input size):\n  {shown}"
+            + (f"\n  and {more} more" if more > 0 else "")
+        )
+    if converted:
+        rest = ", ..." if len(converted) > _MAX_REPORTED else ""
+        logging.warning(
+            "%d image(s) of %s are not RGB and were converted to RGB: %s%s",
+            len(converted),
+            dataset_dir,
+            ", ".join(converted[:_MAX_REPORTED]),
+            rest,
+        )
+    return ImageSet(tuple(listing.images), tuple(labels[name] for name in names), tuple(files))

@@ -35,6 +35,7 @@ from attacks.paper.tables import (
     TABLES,
     Column,
     PaperTable,
+    override_key,
     render_table,
     row_attack,
     row_title,
@@ -45,6 +46,8 @@ from defense.common.files import ensure_writable_dir, write_text_atomic
 TABLES_FILE, PLOTS_DIR = "tables.txt", "plots"
 # Clean images are the dataset's PNGs: float and PNG judging are the same, so one cell.
 CLEAN_SOURCE = "png"
+# The seeds numpy and Keras take: 0..2**32-1.
+MAX_SEED = 2**32 - 1
 SOURCE_NOTES = {
     "float": "float adversarials (before rounding to PNG)",
     "png": "PNG-rounded adversarials (uint8, as the competition sees them)",
@@ -83,6 +86,9 @@ class RunOptions:
         ):
             if value is not None and value < low:
                 raise ParameterError(f"{name} must be >= {low}, got {value}", name)
+        for name, seed in (("seed", self.seed), ("subset_seed", self.subset_seed)):
+            if seed is not None and not 0 <= seed <= MAX_SEED:
+                raise ParameterError(f"{name} must be in 0..{MAX_SEED}, got {seed}", name)
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,31 @@ class ImageSets:
         return (self.subset if table.subset else self.dataset).limited(limit)
 
 
+def resolved_params(
+    entry: ModelEntry, row: str, attack: str, params: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Every setting of `row`'s attack as it will run on the model of `entry`, checked
+    before any cell runs. A bad value raises a `ParameterError` naming the setting as
+    an override key (fgsm-2.epsilon), the way it is given here, not as the attack's
+    own parameter (epsilon)."""
+    try:
+        resolved = get_attack(attack).resolved(params)
+    except ParameterError as error:
+        raise ParameterError(
+            error.spelled(lambda name: override_key(row, name)),
+            *(override_key(row, name) for name in error.parameters),
+        ) from error
+    classes = len(entry.class_names)
+    if attack == "deepfool" and resolved["nb_candidate"] > classes:
+        key = override_key(row, "nb_candidate")
+        raise ParameterError(
+            f"{key} must be at most the {classes} classes of model {entry.name!r}, "
+            f"got {resolved['nb_candidate']}",
+            key,
+        )
+    return resolved
+
+
 def cell_settings(
     entry: ModelEntry, table: PaperTable, row: str, options: RunOptions
 ) -> dict[str, Any]:
@@ -106,7 +137,7 @@ def cell_settings(
     settings: dict[str, Any] = {
         "scenario": table.scenario,
         "attack": attack,
-        "params": get_attack(attack).resolved(params) if attack is not None else {},
+        "params": resolved_params(entry, row, attack, params) if attack is not None else {},
         "weights": entry.weights,
         "input_size": entry.input_size,
         "out_size": entry.out_size,
@@ -284,9 +315,15 @@ def write_outputs(rendered: Sequence[RenderedTable], output_dir: str | os.PathLi
 
 
 def check_figure(
-    models: ModelSet, images: ImageSet, model_name: str, image_name: str, row: str
+    models: ModelSet,
+    images: ImageSet,
+    model_name: str,
+    image_name: str,
+    row: str,
+    overrides: Mapping[str, Mapping[str, Any]],
 ) -> None:
-    """Refuse a triptych of a model, image or attack row the run does not have."""
+    """Refuse a triptych of a model, image or attack row the run does not have, or
+    whose settings the model cannot take."""
     if model_name not in models:
         raise ParameterError(
             f"figure_model {model_name!r} is not a model of this run ({', '.join(models)})",
@@ -299,6 +336,9 @@ def check_figure(
             f"figure_attack must be one of {', '.join(r for r in ATTACK_ROWS if r != ADAPTIVE)}",
             "figure_attack",
         )
+    attack, params = row_attack(row, randomized=True, overrides=overrides)
+    assert attack is not None, "attack rows have an attack"
+    resolved_params(models[model_name], row, attack, params)
 
 
 def write_figure(
@@ -312,7 +352,7 @@ def write_figure(
 ) -> list[Path]:
     """The Figure-1 triptych (plots/figure1.png and .pdf) of one image attacked by `row`
     on `model_name` in the vanilla scenario."""
-    check_figure(loaded.models, images, model_name, image_name, row)
+    check_figure(loaded.models, images, model_name, image_name, row, options.overrides)
     entry = loaded.models[model_name]
     index = images.names.index(image_name)
     attack, params = row_attack(row, randomized=True, overrides=options.overrides)

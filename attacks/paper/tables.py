@@ -224,6 +224,20 @@ def _value(text: str, kind: type, optional: bool) -> Any:
     return kind(text)
 
 
+def override_key(row: str, param: str) -> str:
+    """A row's setting as `overrides` names it, ROW.PARAM (`--override=ROW.PARAM=VALUE`)."""
+    return f"{row}.{param}"
+
+
+def override_keys() -> list[str]:
+    """Every setting an override can give, as ROW.PARAM."""
+    return [
+        override_key(row, param.name)
+        for row in ATTACK_ROWS
+        for param in get_attack(str(ROWS[row].attack)).declaration.parameters
+    ]
+
+
 def parse_overrides(texts: Sequence[str]) -> dict[str, dict[str, Any]]:
     """`ROW.PARAM=VALUE` settings that replace a row's (say, `cw.max_iterations=100`),
     typed as the row's attack declares them; every run records the settings it used."""

@@ -15,7 +15,8 @@ Inputs are images in [-1, 1], the model's own range (`clip_values=(-1, 1)`), so 
 zero padding is the defense's (0 is gray there); convert [0, 1] images with
 `x * 2 - 1` before handing them to ART. Labels are the model's logits columns: for
 slim models slim labels, 0 = background and slim = ImageNet 0..999 + 1
-(`defense.labels.imagenet_to_slim`).
+(`defense.labels.imagenet_to_slim`), as indices [N] or one-hot rows [N, classes].
+The classifier refuses other inputs (`defense.adapters.checks`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from art.preprocessing.expectation_over_transformation.tensorflow import EoTTens
 from scipy.special import log_softmax, logsumexp
 
 from defense.adapters import logits_width
+from defense.adapters.checks import check_image_size, check_images, check_labels
 from defense.config import DefenseConfig
 from defense.patterns import Pattern, apply_patterns, draw_patterns, make_generator
 
@@ -137,6 +139,31 @@ class MeanOverPatterns(Postprocessor):
         return mean.astype(preds.dtype)
 
 
+class CheckedClassifier(TensorFlowV2Classifier):
+    """A `TensorFlowV2Classifier` that checks its inputs before its preprocessing.
+
+    Every ART entry point (`predict`, `loss_gradient`, `class_gradient`,
+    `compute_loss`, ...) passes through `_apply_preprocessing`, so the checks sit
+    there: images `x` [N, H, W, 3] of the classifier's `input_shape`, finite and within
+    `clip_values`, any float dtype (cast to float32, differentiably for tensors);
+    labels `y` as indices [N] or one-hot rows [N, classes], handed on one-hot, the
+    form ART's loss takes.
+    """
+
+    def _apply_preprocessing(self, x: Any, y: Any, fit: bool = False) -> tuple[Any, Any]:
+        """`x` and `y` checked and in the classifier's forms, then ART's preprocessing."""
+        check_images(x, value_range=self.clip_values, shape=self.input_shape, parameter="x")
+        is_tensor = isinstance(x, tf.Tensor)
+        x = tf.cast(x, tf.float32) if is_tensor else np.asarray(x, np.float32)
+        if y is not None:
+            indices = check_labels(
+                y, count=len(x), classes=self.nb_classes, parameter="y", one_hot=True
+            )
+            y = np.eye(self.nb_classes, dtype=np.float32)[indices]
+            y = tf.constant(y) if is_tensor else y
+        return super()._apply_preprocessing(x, y, fit=fit)
+
+
 def art_classifier(
     model: keras.Model,
     config: DefenseConfig,
@@ -144,8 +171,9 @@ def art_classifier(
     samples: int = 1,
     image_size: int = 299,
     seed: int | None = None,
-) -> TensorFlowV2Classifier:
-    """`model` behind the randomization of `config` as an ART `TensorFlowV2Classifier`.
+) -> CheckedClassifier:
+    """`model` behind the randomization of `config` as an ART `TensorFlowV2Classifier`
+    that checks its inputs (`CheckedClassifier`).
 
     ART passes image_size x image_size images in [-1, 1] (`clip_values=(-1, 1)`);
     `nb_classes` is the width of the model's logits, so labels are the model's (slim
@@ -158,13 +186,14 @@ def art_classifier(
     """
     if not isinstance(samples, int) or samples < 1:
         raise ValueError(f"samples must be an integer >= 1, got {samples!r}")
-    seen_size = config.model_input_size(image_size)
-    model_size = model.input_shape[1]
-    if model_size is not None and model_size != seen_size:
-        raise ValueError(
-            f"image_size={image_size} gives the model {seen_size}x{seen_size} inputs "
-            f"under config {config.name!r}, but it takes {model_size}x{model_size}"
-        )
+    check_image_size(
+        model,
+        config,
+        image_size,
+        image_size,
+        given=f"image_size={image_size}",
+        parameter="image_size",
+    )
 
     @tf.function(reduce_retracing=True)
     def logits(images: tf.Tensor, training: bool = False) -> tf.Tensor:
@@ -177,7 +206,7 @@ def art_classifier(
     else:
         preprocessor = EoTRandomizationPreprocessor(config, samples=samples, seed=seed)
         postprocessors.append(MeanOverPatterns(samples))
-    return TensorFlowV2Classifier(
+    return CheckedClassifier(
         model=logits,
         nb_classes=logits_width(model),
         input_shape=(image_size, image_size, 3),

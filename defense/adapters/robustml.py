@@ -15,6 +15,10 @@ logits (the log of its mean score over the patterns, `RandomizedDefense(output=
 "log_scores")`) and `loss_gradient` its EOT gradient, both in [0, 1] image units
 and robustml labels.
 
+Images are floats in [0, 1], as robustml's datasets define them: uint8 pixels, values
+outside [0, 1], non-finite values, other shapes than the dataset's and labels other
+than whole numbers in range are refused (`defense.adapters.checks`), never labelled.
+
 robustml 0.0.3's metadata pins numpy < 2 and Pillow < 6, which TensorFlow 2.21 and
 this package cannot use; its code runs with current ones, so install it with
 `pip install --no-deps robustml==0.0.3`.
@@ -30,6 +34,8 @@ import robustml
 import tensorflow as tf
 
 from defense.adapters import logits_width
+from defense.adapters.checks import check_image_size, check_images, check_labels
+from defense.common.errors import ParameterError
 from defense.config import DefenseConfig
 from defense.ensemble import RandomizedEnsemble
 from defense.labels import imagenet_logits, imagenet_to_slim
@@ -60,6 +66,14 @@ class RobustMLModel(robustml.model.Model):
         if not (np.isfinite(epsilon) and 0 < epsilon <= 1):
             raise ValueError(f"epsilon must be in (0, 1] ([0, 1] image units), got {epsilon}")
         self._dataset = dataset if dataset is not None else robustml.dataset.ImageNet((299, 299, 3))
+        shape = tuple(self._dataset.shape)
+        if len(shape) != 3 or shape[-1] != 3:
+            raise ParameterError(
+                f"dataset must hold RGB images of shape (H, W, 3), got {shape}", "dataset"
+            )
+        check_image_size(
+            model, config, shape[0], shape[1], given=f"dataset shape {shape}", parameter="dataset"
+        )
         self._threat_model = robustml.threat_model.Linf(epsilon)
         labels, width = self._dataset.labels, logits_width(model)
         if width not in (labels, labels + 1):
@@ -83,20 +97,17 @@ class RobustMLModel(robustml.model.Model):
         """The perturbations an attack may make: L-infinity `epsilon` in [0, 1] units."""
         return self._threat_model
 
-    def _check_shape(self, shape: tuple[int | None, ...], *, batched: bool) -> None:
-        """Refuse images `x` of a shape other than the dataset's (after a batch axis)."""
-        expected = tuple(self._dataset.shape)
-        if (
-            tuple(shape[1:] if batched else shape) != expected
-            or len(shape) != len(expected) + batched
-        ):
-            what = "a batch of images" if batched else "one image"
-            raise ValueError(f"x must be {what} of shape {expected}, got {tuple(shape)}")
+    def _check_images(self, x: Any, *, batched: bool) -> None:
+        """Refuse images `x` other than floats in [0, 1] of the dataset's shape (after a
+        batch axis when `batched`)."""
+        check_images(
+            x, value_range=(0.0, 1.0), shape=self._dataset.shape, parameter="x", batched=batched
+        )
 
     def classify(self, x: np.ndarray) -> int:
         """The defense's label of one image in [0, 1], in the dataset's label space."""
+        self._check_images(x, batched=False)
         image = np.asarray(x, np.float32)
-        self._check_shape(image.shape, batched=False)
         scores = self.ensemble.scores(image[None] * 2 - 1)
         if self.background:
             scores = imagenet_logits(scores)
@@ -105,16 +116,17 @@ class RobustMLModel(robustml.model.Model):
     def logits(self, x: Any) -> tf.Tensor:
         """Differentiable logits [N, labels] of a batch of [0, 1] images (a tensor, or an
         array): the log of the defense's mean score over a call's fresh patterns."""
-        images = tf.convert_to_tensor(x, tf.float32)
-        self._check_shape(tuple(images.shape), batched=True)
+        self._check_images(x, batched=True)
+        images = tf.cast(x, tf.float32)
         log_scores = self.defense(images * 2 - 1)
         return imagenet_logits(log_scores) if self.background else log_scores
 
     def loss_gradient(self, x: Any, y: Any, *, samples: int | None = None) -> np.ndarray:
         """EOT gradient, in [0, 1] image units, of the cross-entropy of labels `y` (the
         dataset's) averaged over `samples` (default: the config's) fresh patterns."""
+        self._check_images(x, batched=True)
         images = np.asarray(x, np.float32)
-        self._check_shape(images.shape, batched=True)
-        labels = imagenet_to_slim(y) if self.background else np.asarray(y, np.int64)
+        labels = check_labels(y, count=len(images), classes=self._dataset.labels, parameter="y")
+        labels = imagenet_to_slim(labels) if self.background else labels
         gradient = self.defense.loss_gradient(images * 2 - 1, labels, samples=samples)
         return 2 * gradient.numpy()

@@ -3,8 +3,8 @@
 
 Exit status: 0 when every image was classified, 1 when some images failed (the
 others are still in the CSV), 2 when nothing could run (bad input or output
-location, checkpoint, config or flags) or the CSV could not be written any more
-(a full disk), 130 when interrupted (Ctrl-C, SIGTERM). The CSV holds every batch
+location, checkpoint, config or flags, or out of memory) or the CSV could not be
+written any more (a full disk), 130 when interrupted (Ctrl-C, SIGTERM). The CSV holds every batch
 finished before a stop.
 """
 
@@ -15,6 +15,7 @@ import contextlib
 from absl import flags, logging
 
 from defense.common import cli
+from defense.config import MAX_ITERATIONS, load_config
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("input_dir", None, "Directory of 299x299 PNG images.")
@@ -26,7 +27,11 @@ flags.DEFINE_string(
 )
 flags.DEFINE_integer("batch_size", 16, "Images per batch.", lower_bound=1)
 flags.DEFINE_integer(
-    "num_iterations", None, "Random patterns per image (default: the config's).", lower_bound=1
+    "num_iterations",
+    None,
+    f"Random patterns per image, at most {MAX_ITERATIONS}: each is a forward pass per image "
+    "(default: the config's).",
+    lower_bound=1,
 )
 flags.DEFINE_integer(
     "chunk_size", 16, "Patterns per forward pass (bounds memory; on GPUs raise it).", lower_bound=1
@@ -58,6 +63,10 @@ flags.DEFINE_boolean("class_names", False, "Add a third column with the class na
 flags.DEFINE_boolean("progress", True, "Show a progress bar on stderr.")
 
 PROGRAM = "run_defense"
+FLOAT16_ON_CPU = (
+    "--precision=float16 on a CPU: TensorFlow emulates float16 there, which is slower than "
+    "float32; --precision=bfloat16 is the CPU's mixed precision"
+)
 
 
 def main(argv: list[str]) -> int:
@@ -67,18 +76,22 @@ def main(argv: list[str]) -> int:
     if not FLAGS.input_dir or not FLAGS.output_file:
         return cli.fail(PROGRAM, "--input_dir and --output_file are required")
 
-    cli.import_tensorflow()
+    try:  # no TensorFlow yet: a bad config or --num_iterations is refused at once
+        config = load_config(FLAGS.config)
+        if FLAGS.num_iterations is not None:
+            config = config.replace(num_iterations=FLAGS.num_iterations)
+    except ValueError as error:
+        return cli.fail(PROGRAM, error)
+    tf = cli.import_tensorflow()
+    if FLAGS.precision == "float16" and not tf.config.list_physical_devices("GPU"):
+        logging.warning(FLOAT16_ON_CPU)
     from defense.common.errors import InputError, ParameterError
     from defense.common.files import check_output_file
     from defense.common.images import list_inputs
-    from defense.config import load_config
     from defense.models import CheckpointError, get_spec
 
     try:
         spec = get_spec(FLAGS.model)
-        config = load_config(FLAGS.config)
-        if FLAGS.num_iterations is not None:
-            config = config.replace(num_iterations=FLAGS.num_iterations)
         listing = list_inputs(FLAGS.input_dir)
     except (ValueError, InputError) as error:
         return cli.fail(PROGRAM, str(error))
@@ -118,6 +131,8 @@ def main(argv: list[str]) -> int:
         return cli.fail(PROGRAM, f"config {config.name}: {error}")
     except CheckpointError as error:
         return cli.fail_checkpoint(PROGRAM, error, spec, default=not FLAGS.checkpoint_path)
+    except (tf.errors.ResourceExhaustedError, MemoryError):
+        return _out_of_memory(config.num_iterations)
     logging.info(
         "defense %s on %s: %d iterations, sizes [%d, %d) -> %d, flip probability %.2f, "
         "aux weight %.2f",
@@ -139,18 +154,21 @@ def main(argv: list[str]) -> int:
         strategy=strategy,
         early_exit=FLAGS.early_exit,
     )
-    result = cli.run_writing(
-        PROGRAM,
-        FLAGS.output_file,
-        lambda: classify_directory(
-            FLAGS.input_dir,
+    try:
+        result = cli.run_writing(
+            PROGRAM,
             FLAGS.output_file,
-            ensemble.predict,
-            batch_size=FLAGS.batch_size,
-            class_names=class_names() if FLAGS.class_names else None,
-            progress=FLAGS.progress,
-        ),
-    )
+            lambda: classify_directory(
+                FLAGS.input_dir,
+                FLAGS.output_file,
+                ensemble.predict,
+                batch_size=FLAGS.batch_size,
+                class_names=class_names() if FLAGS.class_names else None,
+                progress=FLAGS.progress,
+            ),
+        )
+    except (tf.errors.ResourceExhaustedError, MemoryError):
+        return _out_of_memory(config.num_iterations, kept_in=FLAGS.output_file)
     if isinstance(result, int):
         return result
     logging.info("classified %d images into %s", len(result.labels), FLAGS.output_file)
@@ -167,6 +185,18 @@ def main(argv: list[str]) -> int:
             ensemble.patterns_evaluated / len(result.labels),
         )
     return cli.report_failures(PROGRAM, result.failures, "classified")
+
+
+def _out_of_memory(num_iterations: int, kept_in: str | None = None) -> int:
+    """The one message for TensorFlow or NumPy running out of memory: the flags that size
+    the work (a batch's patterns are held at once, a chunk's go through the network)."""
+    kept = f"; what was finished is kept in {kept_in}" if kept_in else ""
+    return cli.fail(
+        PROGRAM,
+        f"out of memory with --batch_size={FLAGS.batch_size} x --num_iterations={num_iterations}"
+        f" patterns per batch (--chunk_size={FLAGS.chunk_size} per forward pass): lower them"
+        f"{kept}",
+    )
 
 
 def run() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -35,7 +36,7 @@ CHECKPOINT_PATH_HELP = (
 )
 # TensorFlow's start-up lines on a machine without CUDA, with a CPU TensorFlow was not
 # built for, or with oneDNN's custom operations on (x86 CPUs with AVX-512): printed by
-# its C++ logging before any log level applies.
+# its C++ logging before any log level applies, so `import_tensorflow` applies it.
 TENSORFLOW_NOISE = (
     "All log messages before absl::InitializeLog() is called",
     "oneDNN custom operations are on",
@@ -75,8 +76,19 @@ def run_program(main: Callable[[list[str]], int], module: str, program: str) -> 
     `--help` lists those flags however the program was started (console command or
     script) and exits 0; a flag error is one message and exit 2, like any bad input.
     SIGTERM stops the program as Ctrl-C does, so that half-written temporary files
-    are removed and what was finished is kept.
+    are removed and what was finished is kept; a stop that `main` does not report
+    itself (while TensorFlow is imported or a model loads) is one line and exit 130.
     """
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        _run_absl(main, module, program)
+    except KeyboardInterrupt:
+        print(f"{program}: interrupted", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def _run_absl(main: Callable[[list[str]], int], module: str, program: str) -> None:
+    """`app.run(main)` with `module`'s flags listed by `--help` and flag errors as exit 2."""
     from absl import app, flags
 
     sys.modules["__main__"].__doc__ = sys.modules[module].__doc__
@@ -91,7 +103,6 @@ def run_program(main: Callable[[list[str]], int], module: str, program: str) -> 
         except SystemExit as stop:  # absl's help flags exit 1 once they have printed
             sys.exit(EXIT_OK if stop.code == 1 else stop.code)
 
-    signal.signal(signal.SIGTERM, _interrupt)
     try:
         tempfile.gettempdir()
     except FileNotFoundError:
@@ -173,42 +184,73 @@ def report_failures(program: str, failures: Mapping[str, str], done: str) -> int
     return EXIT_PARTIAL
 
 
+# A C++ log line starts with its severity letter and the date: "I0000 00:00:17...".
+_LOG_LINE = re.compile(r"([IWEF])\d{4} ")
+_SEVERITIES = "IWEF"
+
+
+def _severity(line: str) -> int:
+    """A C++ log line's severity, as `TF_CPP_MIN_LOG_LEVEL` counts (0 info .. 3 fatal);
+    TensorFlow's banner and continuation lines count as info."""
+    match = _LOG_LINE.match(line)
+    return _SEVERITIES.index(match.group(1)) if match else 0
+
+
 @contextlib.contextmanager
-def _stderr_without(noise: tuple[str, ...]) -> Iterator[None]:
+def _stderr_without(noise: tuple[str, ...], below: int) -> Iterator[None]:
     """Send file descriptor 2 to a temporary file meanwhile (C++ logging writes there
-    directly), then replay every line that is not `noise` on stderr."""
+    directly), then replay every line on stderr but the `noise` of severity below `below`.
+
+    SIGINT and SIGTERM wait while stderr is put back, so that a stop is reported there.
+    """
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
         try:
+            os.dup2(captured.fileno(), 2)
             yield
         finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            for line in captured.read().decode("utf-8", "replace").splitlines(keepends=True):
-                if not any(text in line for text in noise):
-                    sys.stderr.write(line)
-            sys.stderr.flush()
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+            try:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+                os.close(saved)
+                captured.seek(0)
+                for line in captured.read().decode("utf-8", "replace").splitlines(True):
+                    if _severity(line) >= below or not any(text in line for text in noise):
+                        sys.stderr.write(line)
+                sys.stderr.flush()
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def import_tensorflow() -> ModuleType:
     """Import TensorFlow and list its devices with its start-up noise hidden.
 
-    Unless the user set `TF_CPP_MIN_LOG_LEVEL` (then nothing is hidden), C++ info
-    and warning lines are turned off and the lines in `TENSORFLOW_NOISE`, which
-    TensorFlow prints before its log level applies, are dropped; anything else
-    printed meanwhile still reaches stderr.
+    TensorFlow prints the lines in `TENSORFLOW_NOISE` before any log level applies
+    (oneDNN's note twice on x86 CPUs with AVX-512). Unless the user set
+    `TF_CPP_MIN_LOG_LEVEL`, C++ info and warning lines are turned off and those lines
+    dropped; with a level the user set, those below it are dropped (0: nothing is
+    hidden). Anything else printed meanwhile still reaches stderr. oneDNN stays on.
     """
-    if "tensorflow" in sys.modules or "TF_CPP_MIN_LOG_LEVEL" in os.environ:
+    if "tensorflow" in sys.modules:
         import tensorflow as tf
 
         return tf
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    with _stderr_without(TENSORFLOW_NOISE):
+    level = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
+    if level is None:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    below = len(_SEVERITIES) if level is None else _user_level(level)
+    with _stderr_without(TENSORFLOW_NOISE, below) if below else contextlib.nullcontext():
         import tensorflow as tf
 
         tf.config.list_physical_devices()
     return tf
+
+
+def _user_level(level: str) -> int:
+    """`TF_CPP_MIN_LOG_LEVEL` as TensorFlow reads it: a number, anything else 0."""
+    try:
+        return int(level)
+    except ValueError:
+        return 0

@@ -98,3 +98,17 @@ def test_a_canvas_the_model_cannot_take_is_refused_when_building(name, size):
 
     with pytest.raises(ValueError, match=f"{name} cannot take {size}x{size} inputs"):
         models.build(name, input_size=size)
+
+
+def test_num_iterations_has_a_documented_maximum(tmp_path):
+    """Patterns per image are bounded (10000): a typo such as 2000000000 is refused at
+    once, naming the parameter, instead of allocating gigabytes of patterns."""
+    from defense.common.errors import ParameterError
+
+    assert DefenseConfig(name="x", num_iterations=10_000).num_iterations == 10_000
+    with pytest.raises(ParameterError, match=r"^num_iterations must be <= 10000, got 2000000000"):
+        DefenseConfig(name="x").replace(num_iterations=2_000_000_000)
+    path = tmp_path / "huge.json"
+    path.write_text(json.dumps({"num_iterations": 10_001}))
+    with pytest.raises(ValueError, match=r"huge\.json: num_iterations must be <= 10000, got 10001"):
+        load_config(str(path))

@@ -2,8 +2,11 @@
 checkpoint directory rule, and clear errors for multi-GPU without GPUs."""
 
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -49,6 +52,7 @@ def test_console_command_help_from_another_directory(name, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert name in result.stdout and "flags" in result.stdout.lower()
+    assert result.stderr == ""  # no TensorFlow start-up lines: TensorFlow is not imported
 
 
 def test_a_failing_run_prints_only_its_own_message(tmp_path):
@@ -90,7 +94,35 @@ def test_no_writable_temporary_folder_is_one_line_and_exit_2(tmp_path):
     assert result.stderr.splitlines() == [f"run_defense: error: {cli.NO_TEMPORARY_FOLDER}"]
 
 
-def test_a_log_level_the_user_set_hides_nothing(tmp_path):
+def failing_run(*flags: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    """`run_defense` on the samples without a checkpoint: it imports TensorFlow, then exits 2."""
+    return subprocess.run(
+        [command("run_defense"), f"--input_dir={REPO / 'samples'}", "--output_file=x.csv", *flags],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=quiet_env(**env),
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize("level", ["1", "2", "3"])
+def test_a_log_level_the_user_set_hides_the_start_up_lines_below_it(tmp_path, level):
+    """TensorFlow prints its start-up lines (oneDNN's note, twice) before any log level
+    applies; a level the user set hides those below it as TensorFlow's own lines are."""
+    result = failing_run(cwd=tmp_path, TF_CPP_MIN_LOG_LEVEL=level)
+    assert result.returncode == 2
+    before, _, error = result.stderr.partition("run_defense: error: ")
+    assert error.startswith("no checkpoint"), result.stderr
+    # What TensorFlow does show at this level: error lines (CUDA probing) below level 3.
+    assert all(line.startswith("E") for line in before.splitlines()), result.stderr
+    if level == "3":
+        assert before == ""
+    assert "oneDNN custom operations are on" not in result.stderr
+    assert "cpu_feature_guard" not in result.stderr and "cudart_stub" not in result.stderr
+
+
+def test_a_log_level_of_0_hides_nothing(tmp_path):
     code = (
         "import os; from defense.common import cli; cli.import_tensorflow(); "
         "print(os.environ['TF_CPP_MIN_LOG_LEVEL'])"
@@ -122,6 +154,161 @@ def test_missing_checkpoint_in_the_container_names_the_mount(monkeypatch):
     monkeypatch.setenv(cli.CONTAINER_ENV, "1")
     assert "-v /path/to/checkpoints:/app/checkpoints:ro" in cli.checkpoint_hint("a.ckpt")
     assert "--user" in cli.output_hint()
+
+
+def test_too_many_iterations_are_refused_before_anything_runs(tmp_path):
+    result = failing_run("--num_iterations=2000000000", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        "run_defense: error: --num_iterations must be <= 10000, got 2000000000"
+    ), result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert not (tmp_path / "x.csv").exists()
+
+
+def sees_a_gpu() -> bool:
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+@pytest.mark.parametrize("precision", ["float16", "bfloat16", "float32"])
+def test_float16_on_a_cpu_is_announced_once(tmp_path, precision):
+    if sees_a_gpu():
+        pytest.skip("checks the CPU notice; with a GPU float16 is the fast mixed precision")
+    result = failing_run(f"--precision={precision}", cwd=tmp_path)
+    assert result.returncode == 2
+    notices = [line for line in result.stderr.splitlines() if "emulate" in line]
+    if precision == "float16":
+        assert len(notices) == 1, result.stderr
+        assert "--precision=float16" in notices[0] and "--precision=bfloat16" in notices[0]
+    else:
+        assert notices == []
+
+
+HOOK = """
+import sys
+import numpy as np
+from defense.common import cli
+cli.import_tensorflow()
+from defense import ensemble, loading
+
+def out_of_memory():
+    import tensorflow as tf
+    raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
+
+class Loaded:
+    model = None
+
+def load_defended(*args, **kwargs):
+    if {stage!r} == "loading":
+        out_of_memory()
+    return Loaded()
+
+class Ensemble:
+    patterns_drawn = 0
+
+    def __init__(self, *args, **kwargs):
+        self.batches = 0
+
+    def predict(self, images):
+        self.batches += 1
+        if self.batches > 1:
+            out_of_memory()
+        return np.ones(len(images), int)
+
+loading.load_defended = load_defended
+ensemble.RandomizedEnsemble = Ensemble
+from defense.cli import run_defense
+sys.argv = ["run_defense", *sys.argv[1:]]
+run_defense.run()
+"""
+
+
+@pytest.mark.parametrize("stage", ["loading", "classifying"])
+def test_out_of_memory_is_one_line_and_exit_2(tmp_path, stage):
+    """TensorFlow running out of memory (here: made to, at once) is one message naming
+    the flags that size the work, not a traceback; finished batches are kept."""
+    out = tmp_path / "out.csv"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            HOOK.format(stage=stage),
+            f"--input_dir={REPO / 'samples'}",
+            f"--output_file={out}",
+            "--batch_size=1",
+            "--noprogress",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=quiet_env(),
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr
+    # Without the info and warning log lines (the defense's settings, the ignored LICENSES.md).
+    lines = [line for line in result.stderr.splitlines() if not re.match(r"[IW]\d{4} ", line)]
+    message = (
+        "run_defense: error: out of memory with --batch_size=1 x --num_iterations=30 "
+        "patterns per batch (--chunk_size=16 per forward pass): lower them"
+    )
+    if stage == "loading":
+        assert lines == [message]
+        assert not out.exists()
+    else:
+        assert lines == [f"{message}; what was finished is kept in {out}"]
+        assert out.read_text() == "astronaut.png,1\n"
+
+
+def caught(pid: int, signum: int) -> bool:
+    """Whether process `pid` has a handler for `signum` (Linux: /proc/PID/status)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    mask = next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(mask, 16) >> (signum - 1) & 1)
+
+
+def stopped_while_preparing(args: list[str], delay: float, cwd: Path) -> tuple[int, str]:
+    """Start a command, send it SIGTERM `delay` seconds after it began catching SIGTERM
+    (a short delay: still importing TensorFlow), return its exit status and stderr."""
+    process = subprocess.Popen(
+        args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=cwd, env=quiet_env()
+    )
+    try:
+        while not caught(process.pid, signal.SIGTERM):
+            assert process.poll() is None, process.communicate()[1]
+            time.sleep(0.005)
+        time.sleep(delay)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+        return process.returncode, stderr
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+@pytest.mark.parametrize("delay", [0.0, 0.05, 0.5, 2.0])
+def test_sigterm_while_preparing_is_one_line_and_exit_130(tmp_path, delay):
+    args = [command("run_defense"), f"--input_dir={REPO / 'samples'}", "--output_file=x.csv"]
+    code, stderr = stopped_while_preparing(args, delay, tmp_path)
+    assert (code, stderr) == (cli.EXIT_INTERRUPTED, "run_defense: interrupted\n")
+    assert not (tmp_path / "x.csv").exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+@pytest.mark.parametrize(
+    ("name", "args"),
+    [
+        ("generate_adversarial", ["--input_dir=in", "--output_dir=out", "--attack=fgsm"]),
+        ("evaluate_adversarial", ["--adversarial_dir=in"]),
+        ("reproduce_paper", ["--dataset_dir=in", "--output_dir=out", "--table=1"]),
+    ],
+)
+def test_every_tensorflow_command_stops_cleanly_while_preparing(tmp_path, name, args):
+    code, stderr = stopped_while_preparing([command(name), *args], 0.5, tmp_path)
+    assert (code, stderr) == (cli.EXIT_INTERRUPTED, f"{name}: interrupted\n")
 
 
 @pytest.mark.slow

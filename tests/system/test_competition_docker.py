@@ -35,7 +35,7 @@ while args[i].startswith("-"):
         i += 1
         continue
     if args[i] == "-v":
-        host, target = args[i + 1].split(":", 1)
+        host, target = args[i + 1].split(":")[:2]
         mounts[target] = host
     elif args[i] == "-w":
         workdir = args[i + 1]
@@ -78,23 +78,31 @@ def test_docker_command_lines_and_results(tmp_path, docker_env, gpu):
     args = competition_args(
         tmp_path, dataset, attacks_dir=attacks, targeted_attacks_dir=targeted, defenses_dir=defenses
     )
+    limits = ["--docker_memory=2g", "--docker_cpus=1.5"] if gpu else []
     result = run_script(
-        *args, "--runtime=docker", "--epsilon=12", *(["--gpu"] if gpu else []), env=docker_env
+        *args,
+        "--runtime=docker",
+        "--epsilon=12",
+        *(["--gpu"] if gpu else []),
+        *limits,
+        env=docker_env,
     )
     assert result.returncode == 0, result.stderr
     intermediate = tmp_path / "intermediate"
     image = "toy-gpu:1" if gpu else "toy:1"
-    gpus = ["--gpus", "all"] if gpu else []
+    # No network; the cloud's limits where given; inputs and code read-only.
+    run_options = ["--network", "none"]
+    run_options += ["--memory", "2g", "--cpus", "1.5", "--gpus", "all"] if gpu else []
     noop, target, decode = docker_calls(tmp_path)
     assert noop[:3] == ["run", "--rm", "--name"]
     assert noop[4:] == [
-        *gpus,
+        *run_options,
         "-v",
-        f"{intermediate}/dataset/batch_000:/input_images",
+        f"{intermediate}/dataset/batch_000:/input_images:ro",
         "-v",
         f"{intermediate}/attacks_output/noop/batch_000/output:/output_images",
         "-v",
-        f"{TOYS}/noop:/code",
+        f"{TOYS}/noop:/code:ro",
         "-w",
         "/code",
         image,
@@ -104,13 +112,13 @@ def test_docker_command_lines_and_results(tmp_path, docker_env, gpu):
         "12",
     ]
     assert target[4:] == [
-        *gpus,
+        *run_options,
         "-v",
-        f"{intermediate}/dataset/batch_000_targeted:/input_images",
+        f"{intermediate}/dataset/batch_000_targeted:/input_images:ro",
         "-v",
         f"{intermediate}/targeted_attacks_output/target/batch_000/output:/output_images",
         "-v",
-        f"{TOYS}/target:/code",
+        f"{TOYS}/target:/code:ro",
         "-w",
         "/code",
         image,
@@ -120,13 +128,13 @@ def test_docker_command_lines_and_results(tmp_path, docker_env, gpu):
         "12",
     ]
     assert decode[4:] == [
-        *gpus,
+        *run_options,
         "-v",
-        f"{intermediate}/all_adv_examples/batch_000/part_00:/input_images",
+        f"{intermediate}/all_adv_examples/batch_000/part_00:/input_images:ro",
         "-v",
         f"{intermediate}/defenses_output/decode/batch_000_part_00/output:/output_data",
         "-v",
-        f"{TOYS}/decode:/code",
+        f"{TOYS}/decode:/code:ro",
         "-w",
         "/code",
         image,

@@ -4,6 +4,7 @@ the command in subprocesses), the paper's selection on a stub classifier, and ba
 import csv
 import functools
 import http.server
+import os
 import re
 import subprocess
 import sys
@@ -137,6 +138,7 @@ def test_missing_originals_and_failed_downloads_are_reported_the_others_done(ori
     assert f"b2: no original b2.jpg/.png in {folder}, and downloads are not" in result.stderr
     assert "1 original(s) are not in --images_dir: give --download" in result.stderr
     assert "c3: " in result.stderr and "is not a readable image" in result.stderr
+    assert "BytesIO" not in result.stderr
     assert sorted(p.name for p in output.glob("*.png")) == ["a1.png", "d4.png"]
     listed = [row["ImageId"] for row in csv.DictReader((output / "dataset.csv").open())]
     assert listed == ["a1", "d4"]
@@ -329,3 +331,104 @@ def test_select_correct_without_checkpoints_fails_before_cropping(originals, tmp
     assert "--select_correct=inception_v3: no checkpoint at" in result.stderr
     assert "download_checkpoints inception_v3" in result.stderr
     assert not output.exists()
+
+
+def assert_refused(result, message):
+    """Exit 2 with one error line holding `message`."""
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("make_dataset: error: "), result.stderr
+    assert message in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    assert "crops are kept" not in result.stderr  # refused before anything is made
+
+
+def test_the_input_csv_is_never_rewritten(originals, tmp_path):
+    folder, dataset_csv = originals
+    (folder / "b2.png").unlink()
+    output = tmp_path / "dataset"
+    output.mkdir()
+    own_csv = output / "dataset.csv"
+    own_csv.write_text(dataset_csv.read_text())
+    for extra in ([], ["--sample=2"]):
+        result = make(
+            f"--dataset_csv={own_csv}", f"--images_dir={folder}", f"--output_dir={output}", *extra
+        )
+        assert_refused(result, f"--output_dir {output} holds the dataset CSV {own_csv}")
+        assert own_csv.read_text() == dataset_csv.read_text()
+        assert os.listdir(output) == ["dataset.csv"]
+    # Beside it, under another name, it is read and kept as it is.
+    beside = output / "dev_dataset.csv"
+    own_csv.rename(beside)
+    result = make(f"--dataset_csv={beside}", f"--images_dir={folder}", f"--output_dir={output}")
+    assert result.returncode == 1 and beside.read_text() == dataset_csv.read_text()
+
+
+def test_originals_are_never_taken_for_crops(originals, tmp_path):
+    folder, dataset_csv = originals
+    before = sorted(os.listdir(folder))
+    result = make(
+        f"--dataset_csv={dataset_csv}", f"--images_dir={folder}", f"--output_dir={folder}"
+    )
+    assert_refused(result, f"--images_dir {folder} is the --output_dir")
+    result = make(
+        f"--dataset_csv={dataset_csv}",
+        f"--images_dir={folder}",
+        f"--output_dir={tmp_path / 'out'}",
+        f"--crops_dir={folder}",
+    )
+    assert_refused(result, f"--images_dir {folder} is where the crops go ({folder})")
+    assert sorted(os.listdir(folder)) == before and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        (csv_line("a" * 300, (0, 0, 1, 1)), "line 3: ImageId 'aaaa"),
+        (csv_line("big", (0, 0, 1, 1), url="u" * (130 << 10)), "line 3: field larger than"),
+    ],
+)
+def test_csv_input_that_cannot_be_used_names_its_line(originals, tmp_path, row, message):
+    folder, dataset_csv = originals
+    bad = tmp_path / "bad.csv"
+    lines = dataset_csv.read_text().splitlines()
+    bad.write_text("\n".join([*lines[:2], row, *lines[2:]]) + "\n")
+    output = tmp_path / "dataset"
+    result = make(f"--dataset_csv={bad}", f"--images_dir={folder}", f"--output_dir={output}")
+    assert_refused(result, message)
+    assert str(bad) in result.stderr and not output.exists()
+
+
+def test_a_fifo_dataset_csv_is_refused_at_once(originals, tmp_path):
+    folder, _ = originals
+    fifo = tmp_path / "fifo.csv"
+    os.mkfifo(fifo)
+    output = tmp_path / "dataset"
+    result = make(f"--dataset_csv={fifo}", f"--images_dir={folder}", f"--output_dir={output}")
+    assert_refused(result, f"cannot read dataset CSV {fifo}: a FIFO, not a regular file")
+    assert not output.exists()
+
+
+def test_an_unreadable_original_is_skipped_with_its_reason(originals, tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("running as root: chmod 000 does not stop root from reading")
+    folder, dataset_csv = originals
+    (folder / "a1.jpg").chmod(0)
+    output = tmp_path / "dataset"
+    result = make(
+        f"--dataset_csv={dataset_csv}", f"--images_dir={folder}", f"--output_dir={output}"
+    )
+    assert result.returncode == 1, result.stderr
+    assert f"a1: cannot read {folder / 'a1.jpg'}: Permission denied" in result.stderr
+    assert sorted(p.stem for p in output.glob("*.png")) == ["b2", "c3", "d4"]
+
+
+def test_a_fifo_original_is_skipped_with_its_reason(originals, tmp_path):
+    folder, dataset_csv = originals
+    (folder / "a1.jpg").unlink()
+    os.mkfifo(folder / "a1.jpg")
+    output = tmp_path / "dataset"
+    result = make(
+        f"--dataset_csv={dataset_csv}", f"--images_dir={folder}", f"--output_dir={output}"
+    )
+    assert result.returncode == 1, result.stderr
+    assert f"a1: cannot read {folder / 'a1.jpg'}: a FIFO, not a regular file" in result.stderr
+    assert sorted(p.stem for p in output.glob("*.png")) == ["b2", "c3", "d4"]

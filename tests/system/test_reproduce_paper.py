@@ -83,9 +83,9 @@ def environment(weights=None):
     return env
 
 
-def reproduce(*args, weights=None):
+def reproduce(*args, weights=None, timeout=900):
     return subprocess.run(
-        command(*args), capture_output=True, text=True, env=environment(weights), timeout=900
+        command(*args), capture_output=True, text=True, env=environment(weights), timeout=timeout
     )
 
 
@@ -154,6 +154,8 @@ def test_a_damaged_results_file_is_refused(tmp_path, line, problem):
         (["--table=2", "--attacks=bim"], "--attacks: unknown row(s) 'bim'"),
         (["--table=2", "--override=cw.steps=3"], "--override: 'cw.steps=3': cw takes confidence"),
         (["--table=2", "--override=cw"], "--override: 'cw' is not ROW.PARAM=VALUE"),
+        (["--table=2", "--seed=-1"], "--seed must be in 0..4294967295, got -1"),
+        (["--table=2", "--subset_seed=-1"], "--subset_seed must be in 0..4294967295, got -1"),
     ],
 )
 def test_bad_flags_exit_2_before_anything_runs(tmp_path, args, message):
@@ -198,6 +200,129 @@ def test_bad_datasets_and_checkpoints_exit_2(tmp_path, labels, extra, message):
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "out" / "results.jsonl").exists()
+
+
+def truncate(path):
+    noisy = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    Image.fromarray(noisy).save(path)
+    path.write_bytes(path.read_bytes()[:400])
+
+
+def replace_with_fifo(path):
+    path.unlink(missing_ok=True)
+    os.mkfifo(path)
+
+
+def link_to(device):
+    def link(path):
+        path.unlink(missing_ok=True)
+        path.symlink_to(device)
+
+    return link
+
+
+UNUSABLE = (
+    "1 image(s) of {dataset} are unusable (the images must be 32x32 PNGs, the models' "
+    "input size):\n  "
+)
+# Each case: what is damaged (an image of the dataset, the results file, or nothing), how,
+# the extra flags and the error. Nothing may be computed: no model is even loaded.
+BAD_INPUTS = {
+    "image of another size": (
+        "image",
+        lambda path: Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(path),
+        [],
+        UNUSABLE + "digit01.png: is 64x48, not 32x32",
+    ),
+    "truncated image": ("image", truncate, [], UNUSABLE + "digit01.png: corrupt PNG"),
+    "image as a FIFO": (
+        "image",
+        replace_with_fifo,
+        [],
+        UNUSABLE + "digit01.png: not a regular file (a FIFO)",
+    ),
+    "image linked to /dev/zero": (
+        "image",
+        link_to("/dev/zero"),
+        [],
+        UNUSABLE + "digit01.png: not a regular file (a character device)",
+    ),
+    "results file as a FIFO": (
+        "results",
+        replace_with_fifo,
+        [],
+        "output path {results} is a FIFO, not a regular file",
+    ),
+    "results file linked to /dev/null": (
+        "results",
+        link_to("/dev/null"),
+        [],
+        "output path {results} is a character device, not a regular file",
+    ),
+    "more DeepFool candidates than classes": (
+        None,
+        None,
+        ["--override=deepfool.nb_candidate=50"],
+        "--override=deepfool.nb_candidate=... must be at most the 10 classes of model 'digits', "
+        "got 50",
+    ),
+    "a bad override value": (
+        None,
+        None,
+        ["--override=fgsm-2.epsilon=-1"],
+        "--override=fgsm-2.epsilon=... must be in (0, 255] pixel units, got -1.0",
+    ),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_inputs_are_refused_before_any_cell(tmp_path, case):
+    damaged, damage, extra, message = BAD_INPUTS[case]
+    gray = np.full((2, 32, 32, 3), 128, np.uint8)
+    dataset = write_dataset(tmp_path / "dataset", gray, [3, 4])
+    output = tmp_path / "out"
+    output.mkdir()
+    results = output / "results.jsonl"
+    if damage is not None:
+        damage(dataset / "digit01.png" if damaged == "image" else results)
+    result = reproduce(
+        FACTORY,
+        f"--dataset_dir={dataset}",
+        f"--labels_file={dataset / 'labels.csv'}",
+        f"--output_dir={output}",
+        "--table=2",
+        "--attacks=fgsm-2,deepfool",
+        "--runs=1",
+        *extra,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    expected = message.format(dataset=dataset, results=results)
+    assert f"reproduce_paper: error: {expected}" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and "--epsilon" not in result.stderr
+    assert "loading digits" not in result.stderr and "cannot write" not in result.stderr
+    if damaged != "results":
+        assert not results.exists()
+
+
+@pytest.mark.slow
+def test_a_grayscale_image_is_converted_with_a_warning(tmp_path):
+    pixels = np.full((2, 32, 32, 3), 128, np.uint8)
+    dataset = write_dataset(tmp_path / "dataset", pixels, [3, 4])
+    Image.fromarray(np.full((32, 32), 7, np.uint8)).save(dataset / "digit01.png")
+    result = reproduce(
+        FACTORY,
+        f"--dataset_dir={dataset}",
+        f"--labels_file={dataset / 'labels.csv'}",
+        f"--output_dir={tmp_path / 'out'}",
+        "--table=1",
+        "--runs=1",
+        "--nofigure",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "digit01.png (converted L to RGB)" in result.stderr
+    assert len(stored(tmp_path / "out" / "results.jsonl")) == 1
 
 
 def stored(path):

@@ -294,6 +294,23 @@ def test_a_stopped_run_keeps_the_finished_rows(irv2_checkpoint, tmp_path, signum
     assert os.listdir(out.parent) == ["labels.csv"]
 
 
+@pytest.mark.parametrize("delay", [1.0, 4.0, 7.0, 10.0])
+def test_sigterm_at_any_moment_is_one_message_and_exit_130(
+    irv2_checkpoint, input_dir, tmp_path, delay
+):
+    """Stopped while importing TensorFlow, loading the model or classifying (the run
+    takes far longer than the last moment): one line, exit 130, no traceback."""
+    from tests.system.test_cli import stopped_while_preparing
+
+    out = tmp_path / "labels.csv"
+    args = [sys.executable, str(SCRIPT), "--noprogress", f"--input_dir={input_dir}"]
+    args += [f"--output_file={out}", f"--checkpoint_path={irv2_checkpoint}"]
+    code, stderr = stopped_while_preparing([*args, "--num_iterations=1000"], delay, tmp_path)
+    assert code == 130, stderr
+    assert "Traceback" not in stderr
+    assert stderr.splitlines()[-1].startswith("run_defense: interrupted"), stderr
+
+
 def test_a_full_disk_ends_the_run_with_one_message(irv2_checkpoint, input_dir, tmp_path):
     out = tmp_path / "labels.csv"
 

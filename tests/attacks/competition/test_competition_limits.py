@@ -14,9 +14,9 @@ import time
 
 from tests.support.competition_submissions.fixtures import (
     SCRIPT,
-    alive,
     calls,
     competition_args,
+    leftovers,
     link_toys,
     make_dataset,
     pids,
@@ -72,7 +72,7 @@ def test_hanging_submissions_are_stopped_and_what_they_wrote_counts(tmp_path):
         assert report["defenses"][name]["normalised_score"] == 1.0
     # slow's shell and orphan's background sleeper: none is left running.
     assert len(pids(tmp_path)) == 2
-    assert not [pid for pid in pids(tmp_path) if alive(pid)]
+    assert not leftovers(tmp_path)
     assert any(
         "attack hang batch_000 (epsilon 16): stopped at the 2 s time limit (SIGTERM); no image "
         "for 1 of 2: img1" in problem
@@ -105,7 +105,7 @@ def test_an_interrupted_run_continues_where_it_stopped(tmp_path):
     assert harness.returncode == 130, stderr
     intermediate = tmp_path / "intermediate"
     assert f"interrupted; what was finished is kept in {intermediate}" in stderr
-    assert not [pid for pid in pids(tmp_path) if alive(pid)]
+    assert not leftovers(tmp_path)
     assert not (
         intermediate / "defenses_output" / "slow" / "batch_000_part_00" / "piece.json"
     ).exists()

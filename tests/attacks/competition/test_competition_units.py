@@ -20,10 +20,11 @@ from attacks.competition.batches import (
     DatasetImage,
     parse_epsilon,
     read_dataset,
-    sha256_file,
+    sha256_bytes,
 )
-from attacks.competition.layout import Layout, place_files
+from attacks.competition.layout import Layout
 from attacks.competition.pieces import read_defense_output
+from attacks.competition.store import Store, TamperedError, changed_files, place_files
 from attacks.competition.submissions import discover, read_submission
 from defense.common.cli import in_flags
 from defense.common.errors import InputError, ParameterError
@@ -35,6 +36,11 @@ from tests.support.competition_submissions.fixtures import (
     toy_pixels,
     write_metadata,
 )
+
+
+def sha256_file(path):
+    return sha256_bytes(path.read_bytes())
+
 
 # ------------------------------------------------------------- epsilon and batches
 
@@ -120,7 +126,8 @@ def test_reading_an_attacks_outputs(tmp_path):
     (out / "log.txt").write_text("")
     clipped = tmp_path / "clipped"
     clipped.mkdir()
-    result = clip_outputs(out, batch, clipped)
+    store = Store(tmp_path / "store")
+    result = clip_outputs(out, batch, clipped, store)
     assert sorted(result.images) == ["img0", "img1", "img2", "img3"]
     assert result.missing == ["img4"]
     assert list(result.unreadable) == ["img4.png"]
@@ -131,7 +138,8 @@ def test_reading_an_attacks_outputs(tmp_path):
         np.testing.assert_array_equal(pixels, np.minimum(toy_pixels(k).astype(int) + 8, 255))
         assert result.images[f"img{k}"].digest == sha256_file(clipped / f"img{k}.png")
         assert result.images[f"img{k}"].linf == 8.0
-    assert clip_outputs(tmp_path / "absent", batch, clipped).missing == [
+        assert store.read(result.images[f"img{k}"].digest) == (clipped / f"img{k}.png").read_bytes()
+    assert clip_outputs(tmp_path / "absent", batch, clipped, store).missing == [
         f"img{k}" for k in range(5)
     ]
 
@@ -307,7 +315,11 @@ def test_bad_dataset_folder(tmp_path):
 def run_shell(tmp_path, script, time_limit=None, grace_period=0.5):
     invocation = runner.Invocation(("sh", "-c", script), tmp_path)
     return runner.run(
-        invocation, time_limit=time_limit, grace_period=grace_period, log_dir=tmp_path
+        invocation,
+        time_limit=time_limit,
+        grace_period=grace_period,
+        log_dir=tmp_path,
+        ledger_dir=tmp_path,
     )
 
 
@@ -333,6 +345,7 @@ def test_runner_outcomes(tmp_path):
         time_limit=None,
         grace_period=1,
         log_dir=tmp_path,
+        ledger_dir=tmp_path,
     )
     assert missing.status == "failed"
     assert missing.reason == f"cannot start {tmp_path / 'absent'}: No such file or directory"
@@ -368,19 +381,38 @@ def test_pool_is_deterministic_and_anonymous(tmp_path):
     assert pool(batch, list(reversed(produced)), 4) == parts
 
 
-def test_place_files_rebuilds_a_changed_folder(tmp_path):
+def test_place_files_rebuilds_a_changed_folder_from_the_store(tmp_path):
+    store = Store(tmp_path / "store")
     source = tmp_path / "a.png"
     source.write_bytes(b"data")
-    files = {"a.png": (sha256_file(source), source), "t.csv": (sha256_file(source), b"data")}
-    folder = place_files(tmp_path / "in", files)
+    files = {"a.png": sha256_file(source), "t.csv": store.put(b"table")}
+    folder = place_files(tmp_path / "in", files, store, {"a.png": [source]})
     assert sorted(p.name for p in folder.iterdir()) == ["a.png", "t.csv"]
     assert (folder / "a.png").stat().st_mode & 0o777 == 0o444
     before = (folder / "a.png").stat().st_ino
-    place_files(folder, files)
+    place_files(folder, files, store)
     assert (folder / "a.png").stat().st_ino == before  # kept
     (folder / "extra").write_text("")
-    place_files(folder, files)
+    (folder / "t.csv").chmod(0o644)
+    (folder / "t.csv").write_bytes(b"forged")
+    assert changed_files(folder, files) == ["extra", "t.csv"]
+    place_files(folder, files, store)
     assert sorted(p.name for p in folder.iterdir()) == ["a.png", "t.csv"]
+    assert (folder / "t.csv").read_bytes() == b"table"
+
+
+def test_the_store_repairs_its_copies_and_refuses_when_none_is_intact(tmp_path):
+    store = Store(tmp_path / "store")
+    digest = store.put(b"clean")
+    store.path(digest).write_bytes(b"tampered")
+    spare = tmp_path / "spare"
+    spare.write_bytes(b"clean")
+    assert store.read(digest, [tmp_path / "absent", spare]) == b"clean"
+    assert store.path(digest).read_bytes() == b"clean"  # repaired
+    store.path(digest).write_bytes(b"tampered")
+    spare.write_bytes(b"tampered too")
+    with pytest.raises(TamperedError, match=r"img0.png .* was changed during the run"):
+        store.read(digest, [spare], what="img0.png")
 
 
 def test_one_run_at_a_time_per_intermediate_dir(tmp_path):
@@ -441,7 +473,26 @@ def setup(tmp_path):
             "--attacks_dir and --targeted_attacks_dir hold no usable attack",
         ),
         ({"dataset_metadata": "{root}/dataset/img0.png"}, "cannot be read"),
-        ({"output_dir": "{root}/dataset.csv"}, "dataset.csv cannot be written"),
+        ({"output_dir": "{root}/dataset.csv"}, "dataset.csv overlaps --dataset_metadata"),
+        (
+            {"intermediate_results_dir": "{root}"},
+            "--intermediate_results_dir {root} overlaps --dataset_dir {root}/dataset",
+        ),
+        (
+            {"intermediate_results_dir": "{root}/dataset/work"},
+            "--intermediate_results_dir {root}/dataset/work overlaps --dataset_dir",
+        ),
+        ({"output_dir": "{root}/attacks/noop"}, "overlaps the submission noop"),
+        ({"output_dir": "{root}/attacks/new"}, "overlaps --attacks_dir {root}/attacks"),
+        (
+            {"time_limit": "nan"},
+            "--time_limit must be a number of seconds in 0..86400 (0: no limit), got nan",
+        ),
+        ({"time_limit": "inf"}, "--time_limit must be a number of seconds"),
+        ({"grace_period": "nan"}, "--grace_period must be a number of seconds in 0..86400"),
+        ({"grace_period": "1e300"}, "--grace_period must be a number of seconds"),
+        ({"docker_cpus": "nan"}, "--docker_cpus must be a number of CPUs in (0, 1024], got nan"),
+        ({"docker_memory": "lots"}, "--docker_memory must be a size as docker run -m takes it"),
     ],
 )
 def test_bad_input_exits_2_before_anything_runs(command, setup, capsys, change, message):

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from defense.common.errors import ParameterError
 from defense.config import DefenseConfig
 from defense.ensemble import RandomizedEnsemble
 from defense.patterns import apply_patterns, draw_patterns, make_generator
@@ -135,6 +136,91 @@ def test_a_model_without_a_logits_output_is_refused():
     )
     with pytest.raises(ValueError, match="'logits' output"):
         art_classifier(plain, TINY, image_size=12)
+
+
+@pytest.fixture
+def classifier(tiny_model):
+    return art_classifier(tiny_model, TINY, image_size=12, seed=0)
+
+
+@pytest.mark.parametrize(
+    ("scale", "message"),
+    [
+        (
+            lambda x: x * 127.5 + 127.5,
+            r"x must hold values in \[-1, 1\], found .*\[0, 255\] pixels",
+        ),
+        (lambda x: x * 1.5, r"x must hold values in \[-1, 1\], found values in \[-1.49"),
+        (lambda x: np.where(x > 0, np.nan, x), r"x must be finite, found \d+ NaN or infinite"),
+        (lambda x: np.where(x > 0, np.inf, x), "x must be finite"),
+        (lambda x: (x > 0).astype(np.uint8), "x must hold floating-point values"),
+    ],
+)
+def test_images_out_of_range_or_not_finite_are_refused(classifier, images, scale, message):
+    for call in (classifier.predict, lambda x: classifier.loss_gradient(x, LABELS)):
+        with pytest.raises(ParameterError, match=message) as raised:
+            call(scale(images))
+        assert raised.value.parameters == ("x",)
+
+
+def test_float_rounding_past_the_range_is_accepted(classifier, images):
+    assert classifier.predict(np.clip(images * 1.0005, -1.0005, 1.0005)).shape == (3, 11)
+
+
+@pytest.mark.parametrize(
+    ("reshape", "message"),
+    [
+        (lambda x: np.pad(x, [(0, 0), (0, 4), (0, 4), (0, 0)]), r"shape \[N, 12, 12, 3\], got"),
+        (lambda x: np.transpose(x, (0, 3, 1, 2)), "channels first"),
+        (lambda x: x[..., :1], "one channel"),
+        (lambda x: x[0], r"got shape \(12, 12, 3\)"),
+        (lambda x: x[:0], "at least one image"),
+    ],
+)
+def test_images_of_the_wrong_shape_are_refused(classifier, images, reshape, message):
+    with pytest.raises(ParameterError, match=message):
+        classifier.predict(reshape(images))
+    with pytest.raises(ParameterError, match=message):
+        classifier.loss_gradient(reshape(images), LABELS[: len(reshape(images))])
+
+
+@pytest.mark.parametrize("samples", [1, 3])
+def test_float64_images_are_accepted(tiny_model, images, samples):
+    def run(x):
+        classifier = art_classifier(tiny_model, TINY, samples=samples, image_size=12, seed=5)
+        return classifier.predict(x), classifier.loss_gradient(x, LABELS)
+
+    (predictions, gradient), (predictions64, gradient64) = run(images), run(images.astype(float))
+    np.testing.assert_allclose(predictions64, predictions, rtol=1e-6)
+    np.testing.assert_allclose(gradient64, gradient, rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("samples", [1, 3])
+@pytest.mark.parametrize("labels", [LABELS, LABELS.astype(np.float32), list(LABELS)])
+def test_index_labels_give_the_one_hot_gradient(tiny_model, images, samples, labels):
+    def gradient(y):
+        classifier = art_classifier(tiny_model, TINY, samples=samples, image_size=12, seed=6)
+        return classifier.loss_gradient(images, y)
+
+    np.testing.assert_allclose(gradient(labels), gradient(np.eye(11)[LABELS]), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        ([1.5, 4, 7], r"y must be whole-number labels, found 1.5"),
+        ([1, 4, 11], r"y must be labels in \[0, 10\], found 11"),
+        ([-1, 4, 7], r"y must be labels in \[0, 10\], found -1"),
+        ([1, 4], r"index labels of shape \[3\] or one-hot labels of shape \[3, 11\]"),
+        (np.eye(10)[[1, 4, 7]], r"got shape \(3, 10\)"),
+        (np.full((3, 11), np.nan), "y must be finite"),
+        (["a", "b", "c"], "y must hold numbers"),
+    ],
+)
+def test_bad_labels_are_refused(classifier, images, labels, message):
+    with pytest.raises(ParameterError, match=message) as raised:
+        classifier.loss_gradient(images, np.asarray(labels))
+    assert raised.value.parameters == ("y",)
 
 
 def test_importing_the_adapters_imports_no_library():

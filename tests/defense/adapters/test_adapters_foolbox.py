@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from defense.common.errors import ParameterError
 from defense.config import DefenseConfig
 from tests.support.tiny_models import tiny_classifier
 
@@ -44,26 +45,30 @@ def images():
 
 
 def test_one_fresh_pattern_per_call(tiny_model, images):
-    model = foolbox_model(tiny_model, TINY, seed=1)
+    model = foolbox_model(tiny_model, TINY, image_size=12, seed=1)
     assert isinstance(model, foolbox.TensorFlowModel) and model.bounds == (-1, 1)
     first, second = model(images), model(images)
     assert first.shape == (3, 11)
     assert not np.allclose(first.numpy(), second.numpy())
-    np.testing.assert_allclose(first.numpy(), foolbox_model(tiny_model, TINY, seed=1)(images))
+    np.testing.assert_allclose(
+        first.numpy(), foolbox_model(tiny_model, TINY, image_size=12, seed=1)(images)
+    )
 
 
 @pytest.mark.parametrize("bounds", [(0, 1), (0, 255)])
 def test_bounds_map_onto_the_models_range_before_the_padding(tiny_model, images, bounds):
     low, high = bounds
     scaled = low + (images + 1) / 2 * (high - low)
-    model = foolbox_model(tiny_model, TINY, bounds=bounds, seed=2)
+    model = foolbox_model(tiny_model, TINY, bounds=bounds, image_size=12, seed=2)
     np.testing.assert_allclose(
-        model(scaled).numpy(), foolbox_model(tiny_model, TINY, seed=2)(images).numpy(), atol=1e-5
+        model(scaled).numpy(),
+        foolbox_model(tiny_model, TINY, image_size=12, seed=2)(images).numpy(),
+        atol=1e-5,
     )
 
 
 def test_gradients_pass_through_the_pattern(tiny_model, images):
-    model = foolbox_model(tiny_model, TINY, seed=0)
+    model = foolbox_model(tiny_model, TINY, image_size=12, seed=0)
     with tf.GradientTape() as tape:
         tape.watch(images)
         loss = tf.reduce_sum(model(images)[:, 3])
@@ -72,9 +77,9 @@ def test_gradients_pass_through_the_pattern(tiny_model, images):
 
 
 def test_eot_model_averages_calls_with_fresh_patterns(tiny_model, images):
-    eot = foolbox_eot_model(tiny_model, TINY, samples=5, seed=3)
+    eot = foolbox_eot_model(tiny_model, TINY, samples=5, image_size=12, seed=3)
     assert isinstance(eot, foolbox.models.ExpectationOverTransformationWrapper)
-    single = foolbox_model(tiny_model, TINY, seed=3)
+    single = foolbox_model(tiny_model, TINY, image_size=12, seed=3)
     expected = np.mean([single(images).numpy() for _ in range(5)], axis=0)
     np.testing.assert_allclose(eot(images).numpy(), expected, rtol=1e-5, atol=1e-6)
 
@@ -89,6 +94,51 @@ def test_bad_sample_counts_are_refused(tiny_model, samples):
 def test_bad_bounds_are_refused(tiny_model, bounds):
     with pytest.raises(ValueError, match="bounds must be finite"):
         foolbox_model(tiny_model, TINY, bounds=bounds)
+
+
+@pytest.mark.parametrize(
+    ("bounds", "scale", "message"),
+    [
+        ((-1, 1), lambda x: x * 127.5 + 127.5, r"values in \[-1, 1\], found .*\[0, 255\] pixels"),
+        ((0, 1), lambda x: x * 127.5 + 127.5, r"values in \[0, 1\], found .*\[0, 255\] pixels"),
+        ((0, 1), lambda x: x, r"inputs must hold values in \[0, 1\], found values in \[-0.99"),
+        ((-1, 1), lambda x: tf.where(x > 0, np.nan, x), "inputs must be finite"),
+        ((-1, 1), lambda x: tf.cast(x > 0, tf.int32), "inputs must hold floating-point values"),
+    ],
+)
+def test_inputs_out_of_bounds_or_not_finite_are_refused(tiny_model, images, bounds, scale, message):
+    model = foolbox_model(tiny_model, TINY, bounds=bounds, image_size=12)
+    eot = foolbox_eot_model(tiny_model, TINY, samples=2, bounds=bounds, image_size=12)
+    for call in (model, eot):
+        with pytest.raises(ParameterError, match=message) as raised:
+            call(scale(images))
+        assert raised.value.parameters == ("inputs",)
+
+
+@pytest.mark.parametrize(
+    ("reshape", "message"),
+    [
+        (lambda x: tf.pad(x, [(0, 0), (0, 4), (0, 4), (0, 0)]), r"shape \[N, 12, 12, 3\], got"),
+        (lambda x: tf.transpose(x, (0, 3, 1, 2)), "channels first"),
+        (lambda x: x[..., :1], "one channel"),
+    ],
+)
+def test_inputs_of_the_wrong_shape_are_refused(tiny_model, images, reshape, message):
+    with pytest.raises(ParameterError, match=message):
+        foolbox_model(tiny_model, TINY, image_size=12)(reshape(images))
+
+
+def test_float64_inputs_are_accepted(tiny_model, images):
+    expected = foolbox_model(tiny_model, TINY, image_size=12, seed=4)(images).numpy()
+    model = foolbox_model(tiny_model, TINY, image_size=12, seed=4)
+    np.testing.assert_allclose(model(tf.cast(images, tf.float64)).numpy(), expected, rtol=1e-6)
+
+
+def test_image_size_must_give_the_models_input_size():
+    fixed = tiny_classifier(11, kernel=3, input_size=16)
+    foolbox_model(fixed, TINY, image_size=12)
+    with pytest.raises(ParameterError, match="image_size=12 gives the model 12x12"):
+        foolbox_model(fixed, TINY.replace(randomize=False), image_size=12)
 
 
 @pytest.fixture(scope="module")
@@ -106,10 +156,10 @@ def foolbox_attacked(digits, tmp_path_factory):
         defended_accuracy,
         reference_accuracies,
     )
-    from tests.support.digits import DEFENSE
+    from tests.support.digits import DEFENSE, INPUT_SIZE
 
     images, labels = digits.x_test[:IMAGES], digits.y_test[:IMAGES]
-    model = foolbox_eot_model(digits.model, DEFENSE, samples=SAMPLES, seed=3)
+    model = foolbox_eot_model(digits.model, DEFENSE, samples=SAMPLES, image_size=INPUT_SIZE, seed=3)
     attack = foolbox.attacks.LinfPGD(abs_stepsize=STEP_SIZE * 2 / 255, steps=STEPS)
     keras.utils.set_random_seed(3)  # foolbox's random start draws from TensorFlow's global seed
     _, adversarial, _ = attack(

@@ -9,6 +9,7 @@ skipped without it).
 import numpy as np
 import pytest
 
+from defense.common.errors import ParameterError
 from defense.config import DefenseConfig
 from tests.support.tiny_models import tiny_classifier
 
@@ -145,6 +146,94 @@ def test_loss_gradient_is_in_image_units_and_non_zero(tiny, image):
 def test_wrong_shapes_are_refused(tiny, image, call, message):
     with pytest.raises(ValueError, match=message):
         call(tiny, image)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda x: (x * 255).astype(np.uint8),
+            "x must hold floating-point values in \\[0, 1\\], got uint8",
+        ),
+        (lambda x: x * 255, r"x must hold values in \[0, 1\], found .*\[0, 255\] pixels"),
+        (lambda x: x * 2 - 1, r"x must hold values in \[0, 1\], found values in \[-0.99"),
+        (lambda x: np.where(x > 0.5, np.nan, x), "x must be finite"),
+    ],
+)
+def test_images_outside_0_1_or_not_finite_are_refused(tiny, image, change, message):
+    for call in (
+        lambda x: tiny.classify(x),
+        lambda x: tiny.logits(x[None]),
+        lambda x: tiny.loss_gradient(x[None], [1]),
+    ):
+        with pytest.raises(ParameterError, match=message) as raised:
+            call(change(image))
+        assert raised.value.parameters == ("x",)
+
+
+def test_float_rounding_past_0_1_is_accepted(tiny, image):
+    assert 0 <= tiny.classify(np.clip(image * 1.0005, -0.0005, 1.0005).astype(np.float64)) < 10
+
+
+@pytest.mark.parametrize(
+    ("reshape", "message"),
+    [
+        (lambda x: np.transpose(x, (2, 0, 1)), "channels first"),
+        (lambda x: x[..., :1], "one channel"),
+    ],
+)
+def test_single_images_of_the_wrong_layout_get_a_hint(tiny, image, reshape, message):
+    with pytest.raises(
+        ParameterError, match=rf"x must be one image of shape \[12, 12, 3\].*{message}"
+    ):
+        tiny.classify(reshape(image))
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        ([2.7], r"y must be whole-number labels, found 2.7"),
+        ([10], r"y must be labels in \[0, 9\], found 10"),
+        ([-1], r"y must be labels in \[0, 9\], found -1"),
+        ([1, 2], r"y must be index labels of shape \[1\], one per image, got shape \(2,\)"),
+        (np.eye(10)[[1]], r"got shape \(1, 10\)"),
+    ],
+)
+def test_bad_labels_are_refused(tiny, image, labels, message):
+    with pytest.raises(ParameterError, match=message) as raised:
+        tiny.loss_gradient(image[None], labels)
+    assert raised.value.parameters == ("y",)
+
+
+def test_integral_float_labels_are_accepted(tiny, image):
+    gradient = tiny.loss_gradient(image[None], np.array([3.0]), samples=1)
+    assert gradient.shape == (1, 12, 12, 3)
+
+
+def test_imagenet_labels_are_checked_before_the_background_shift(image):
+    model = RobustMLModel(
+        tiny_classifier(1001, kernel=3), TINY, dataset=robustml.dataset.ImageNet((12, 12, 3))
+    )
+    model.loss_gradient(image[None], [999], samples=1)
+    with pytest.raises(ParameterError, match=r"y must be labels in \[0, 999\], found 1000"):
+        model.loss_gradient(image[None], [1000], samples=1)
+
+
+class GrayImages(robustml.dataset.Dataset):
+    shape = (12, 12, 1)
+    labels = 10
+
+
+def test_datasets_of_other_than_rgb_images_are_refused():
+    with pytest.raises(ParameterError, match=r"dataset must hold RGB images .*got \(12, 12, 1\)"):
+        RobustMLModel(tiny_classifier(10, kernel=3), TINY, dataset=GrayImages())
+
+
+def test_the_dataset_images_must_give_the_models_input_size():
+    fixed = tiny_classifier(10, kernel=3, input_size=16)
+    RobustMLModel(fixed, TINY, dataset=SmallImages())
+    with pytest.raises(ParameterError, match=r"dataset shape \(12, 12, 3\) gives the model 12x12"):
+        RobustMLModel(fixed, TINY.replace(randomize=False), dataset=SmallImages())
 
 
 @pytest.mark.parametrize("epsilon", [0, -0.1, 1.5, float("nan")])

@@ -94,6 +94,28 @@ def pids(root: Path) -> list[int]:
     return [int(line) for line in log.read_text().split()] if log.exists() else []
 
 
+def leftovers(root: Path, wait: float = 5.0) -> list[int]:
+    """The processes of the toys of a run in `root` still running after up to `wait`
+    seconds: those whose environment or command line names its pid log. (Pids the toys
+    write may be those of a PID namespace, so processes are found by this mark.)"""
+    mark = str(root / "pids.log").encode()
+    deadline = time.monotonic() + wait
+    while True:
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or not alive(int(entry.name), wait=0):
+                continue
+            try:
+                marks = (entry / "environ").read_bytes() + (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if mark in marks:
+                found.append(int(entry.name))
+        if not found or time.monotonic() >= deadline:
+            return found
+        time.sleep(0.05)
+
+
 def alive(pid: int, wait: float = 5.0) -> bool:
     """Whether process `pid` still exists, and is not a zombie, after up to `wait` seconds
     (a killed process ends soon, not at once)."""

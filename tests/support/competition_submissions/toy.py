@@ -23,6 +23,11 @@ def pngs(folder):
     return sorted(path for path in Path(folder).iterdir() if path.suffix == ".png")
 
 
+def toy_image(k):
+    """The clean toy image `imgK` (4x4, uniform; as fixtures.toy_pixels makes it)."""
+    return Image.new("RGB", (4, 4), (32 * k + 16, 64 if k % 2 == 0 else 192, 128))
+
+
 def image(path):
     with Image.open(path) as opened:
         return opened.convert("RGB")
