@@ -80,6 +80,6 @@ def daemon(source, destination):
 
 if __name__ == "__main__":
     command, source, destination = sys.argv[1:4]
-    {"vandal": vandal, "sabotage": sabotage, "forge": forge, "daemon": daemon, "clip": clip}[command](
-        source, destination
-    )
+    {"vandal": vandal, "sabotage": sabotage, "forge": forge, "daemon": daemon, "clip": clip}[
+        command
+    ](source, destination)
