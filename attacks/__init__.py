@@ -32,6 +32,7 @@ _ATTACKS = {
     "FGSM": "attacks.fgsm",
     "PGD": "attacks.pgd",
     "EOTPGD": "attacks.eot",
+    "APGD": "attacks.apgd",
     "DeepFool": "attacks.deepfool",
     "CarliniWagnerL2": "attacks.carlini_wagner",
     "ATTACKS": "attacks.catalog",

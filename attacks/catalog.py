@@ -98,6 +98,7 @@ ATTACKS = catalog(
     Attack("fgsm", "attacks.fgsm:FGSM"),
     Attack("pgd", "attacks.pgd:PGD"),
     Attack("eot_pgd", "attacks.eot:EOTPGD"),
+    Attack("apgd", "attacks.apgd:APGD"),
     Attack("deepfool", "attacks.deepfool:DeepFool"),
     Attack("cw", "attacks.carlini_wagner:CarliniWagnerL2"),
 )

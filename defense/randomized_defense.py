@@ -12,8 +12,10 @@ gives its labels.
 Its gradient is the gradient of the mean over the drawn patterns: an
 Expectation-over-Transformation estimate (Athalye et al., ICML 2018), which is
 what makes it attackable by any gradient attack, and why it must be attacked
-that way to be evaluated honestly. `loss_gradient` is the EOT gradient of the
-per-pattern cross-entropy that EOT-PGD follows. Both run the patterns in equal
+that way to be evaluated honestly. `eot_estimate` gives, per image, a per-pattern
+loss (the cross-entropy, or an attack's own, e.g. APGD's DLR), its EOT gradient
+and the scores, all averaged over the same fresh patterns; `loss_gradient` is its
+gradient of the cross-entropy, which EOT-PGD follows. Both run the patterns in equal
 chunks (`chunk_size` patterns per image per pass) so that memory is bounded:
 `call` recomputes each chunk's forward pass during backpropagation
 (`tf.recompute_grad`) instead of keeping every chunk's activations.
@@ -21,7 +23,8 @@ chunks (`chunk_size` patterns per image per pass) so that memory is bounded:
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import keras
 import tensorflow as tf
@@ -30,6 +33,21 @@ from defense.config import DefenseConfig
 from defense.patterns import Pattern, draw_patterns, make_generator, outputs_through_config
 
 OUTPUTS = ("scores", "log_scores")
+# (logits [M, classes], labels [M]) -> the loss per item [M].
+ItemLoss = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+
+
+def cross_entropy(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+    """Per item, the cross-entropy of `labels` (the loss EOT-PGD raises)."""
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels, tf.cast(logits, tf.float32))
+
+
+class EOTEstimate(NamedTuple):
+    """Per image, averages over the same fresh patterns."""
+
+    losses: tf.Tensor  # [N] the per-pattern loss
+    gradient: tf.Tensor  # [N, H, W, 3] its gradient, the EOT gradient
+    scores: tf.Tensor  # [N, classes] the per-pattern scores (the defense's decision)
 
 
 def pattern_scores(outputs: dict[str, tf.Tensor], aux_weight: float) -> tf.Tensor:
@@ -41,20 +59,19 @@ def pattern_scores(outputs: dict[str, tf.Tensor], aux_weight: float) -> tf.Tenso
 
 
 def pattern_losses(
-    outputs: dict[str, tf.Tensor], labels: tf.Tensor, aux_weight: float
+    outputs: dict[str, tf.Tensor],
+    labels: tf.Tensor,
+    aux_weight: float,
+    item_loss: ItemLoss = cross_entropy,
 ) -> tf.Tensor:
-    """Per-item cross-entropy of the logits, plus `aux_weight` times that of the aux logits.
+    """Per-item loss of the logits, plus `aux_weight` times that of the aux logits.
 
-    The loss behind the per-pattern score (and slim's own training loss, which
-    weights the aux head 0.4 too).
+    With the cross-entropy: the loss behind the per-pattern score (and slim's own
+    training loss, which weights the aux head 0.4 too).
     """
-
-    def cross_entropy(logits: tf.Tensor) -> tf.Tensor:
-        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels, tf.cast(logits, tf.float32))
-
-    losses = cross_entropy(outputs["logits"])
+    losses = item_loss(outputs["logits"], labels)
     if aux_weight and "aux_logits" in outputs:
-        losses += aux_weight * cross_entropy(outputs["aux_logits"])
+        losses += aux_weight * item_loss(outputs["aux_logits"], labels)
     return losses
 
 
@@ -103,7 +120,8 @@ class RandomizedDefense(keras.Model):
         self.num_chunks, self.patterns_per_chunk = equal_chunks(self.num_iterations, chunk_size)
         self.output_kind = output
         self.generator = generator if generator is not None else make_generator(seed)
-        self._chunk_gradient = tf.function(self._loss_gradient_of_chunk)
+        # Without autograph: an error an item loss raises while tracing stays as it is.
+        self._chunk_estimate = tf.function(self._estimate_of_chunk, autograph=False)
 
     def draw_patterns(self, batch_size: int | tf.Tensor, count: int | None = None) -> Pattern:
         """`count` (default: `num_iterations`) patterns per image, pattern-major, as the
@@ -150,31 +168,49 @@ class RandomizedDefense(keras.Model):
         scores = total / self.num_iterations
         return tf.math.log(scores) if self.output_kind == "log_scores" else scores
 
-    def _loss_gradient_of_chunk(
-        self, images: tf.Tensor, labels: tf.Tensor, patterns_per_chunk: int, valid: tf.Tensor
-    ) -> tf.Tensor:
-        """Gradient of the summed loss over one chunk's first `valid` patterns per image."""
+    def _estimate_of_chunk(
+        self,
+        images: tf.Tensor,
+        labels: tf.Tensor,
+        patterns_per_chunk: int,
+        valid: tf.Tensor,
+        item_loss: ItemLoss,
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Per image, the summed losses, their gradient and the summed scores over one
+        chunk's first `valid` patterns."""
         batch_size = int(images.shape[0])
         patterns = self.draw_patterns(batch_size, patterns_per_chunk)
         sample = tf.range(patterns_per_chunk * batch_size) // batch_size
         weights = tf.cast(sample < valid, tf.float32)
         with tf.GradientTape() as tape:
             tape.watch(images)
+            # [chunk * N, H, W, 3] -> per item outputs and losses [chunk * N]
             items = tf.tile(images, [patterns_per_chunk, 1, 1, 1])
-            losses = pattern_losses(
-                self.item_outputs(items, patterns),
-                tf.tile(labels, [patterns_per_chunk]),
-                self.config.aux_weight,
-            )
-            loss = tf.reduce_sum(weights * losses)
-        return tape.gradient(loss, images)
+            outputs = self.item_outputs(items, patterns)
+            labels_per_item = tf.tile(labels, [patterns_per_chunk])
+            aux_weight = self.config.aux_weight
+            losses = weights * pattern_losses(outputs, labels_per_item, aux_weight, item_loss)
+            total = tf.reduce_sum(losses)
+        scores = pattern_scores(outputs, aux_weight) * weights[:, None]
+        # [chunk * N] -> [N]; [chunk * N, classes] -> [N, classes]
+        image_losses = tf.reduce_sum(tf.reshape(losses, [patterns_per_chunk, batch_size]), 0)
+        image_scores = tf.reduce_sum(
+            tf.reshape(scores, [patterns_per_chunk, batch_size, -1]), axis=0
+        )
+        return image_losses, tape.gradient(total, images), image_scores
 
-    def loss_gradient(
-        self, images: tf.Tensor, labels: tf.Tensor, *, samples: int | None = None
-    ) -> tf.Tensor:
-        """Per image, the gradient of the loss of `labels` averaged over `samples` fresh
-        patterns: the EOT gradient, chunk by chunk. `samples` is the attacker's count of
-        patterns per gradient (EOT samples; default: the defense's `num_iterations`)."""
+    def eot_estimate(
+        self,
+        images: tf.Tensor,
+        labels: tf.Tensor,
+        *,
+        samples: int | None = None,
+        item_loss: ItemLoss = cross_entropy,
+    ) -> EOTEstimate:
+        """Per image, the per-pattern `item_loss` of `labels`, its gradient and the
+        scores, averaged over `samples` fresh patterns (the attacker's EOT samples;
+        default: the defense's `num_iterations`), chunk by chunk. Each chunk is
+        compiled once per shape and `item_loss`: give the same function each time."""
         images = tf.convert_to_tensor(images, tf.float32)
         labels = tf.convert_to_tensor(labels, tf.int64)
         if images.shape.rank != 4 or None in images.shape:
@@ -183,8 +219,16 @@ class RandomizedDefense(keras.Model):
             raise ValueError(f"need one label per image, got {labels.shape} for {images.shape}")
         count = self.num_iterations if samples is None else samples
         num_chunks, per_chunk = equal_chunks(count, self.chunk_size)
-        total = tf.zeros_like(images)
+        losses, gradient, scores = 0.0, tf.zeros_like(images), 0.0
         for chunk in range(num_chunks):
-            valid = min(per_chunk, count - chunk * per_chunk)
-            total += self._chunk_gradient(images, labels, per_chunk, tf.constant(valid))
-        return total / count
+            valid = tf.constant(min(per_chunk, count - chunk * per_chunk))
+            part = self._chunk_estimate(images, labels, per_chunk, valid, item_loss)
+            losses, gradient, scores = losses + part[0], gradient + part[1], scores + part[2]
+        return EOTEstimate(losses / count, gradient / count, scores / count)
+
+    def loss_gradient(
+        self, images: tf.Tensor, labels: tf.Tensor, *, samples: int | None = None
+    ) -> tf.Tensor:
+        """Per image, the gradient of the cross-entropy of `labels` averaged over
+        `samples` fresh patterns: the EOT gradient (`eot_estimate`)."""
+        return self.eot_estimate(images, labels, samples=samples).gradient

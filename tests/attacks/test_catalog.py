@@ -61,10 +61,12 @@ def test_kinds_and_targets_are_the_papers_and_foolboxs():
         "fgsm": FIXED_BUDGET,
         "pgd": FIXED_BUDGET,
         "eot_pgd": FIXED_BUDGET,
+        "apgd": FIXED_BUDGET,
         "deepfool": MINIMAL_PERTURBATION,
         "cw": MINIMAL_PERTURBATION,
     }
-    assert [name for name, entry in ATTACKS.items() if entry.target == DEFENSE] == ["eot_pgd"]
+    on_defense = [name for name, entry in ATTACKS.items() if entry.target == DEFENSE]
+    assert on_defense == ["eot_pgd", "apgd"]
     assert [name for name, entry in ATTACKS.items() if not entry.declaration.targeted] == [
         "deepfool"
     ]

@@ -67,7 +67,7 @@ def test_seed_reproduces_and_one_trace_serves_every_step(tiny_model, images):
     np.testing.assert_array_equal(first, run(5)[1])
     assert not np.array_equal(first, run(None)[1])
     EOTPGD(epsilon=4, step_size=1, steps=2, samples=5)(defense, images, LABELS, targeted=True)
-    assert defense._chunk_gradient.experimental_get_tracing_count() == 1
+    assert defense._chunk_estimate.experimental_get_tracing_count() == 1
 
 
 def test_targeted_raises_the_defense_score_of_the_target(tiny_model, images):

@@ -94,15 +94,31 @@ def test_output_and_gradient_are_the_mean_over_the_drawn_patterns(tiny_model, im
     np.testing.assert_allclose(gradient, expected_gradient / 7, rtol=1e-4, atol=1e-7)
 
 
+def _cross_entropy(logits, labels):
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+
+
+def _margin(logits, labels):
+    """A loss other than the cross-entropy: the highest other logit minus the label's."""
+    own = tf.gather(logits, labels, batch_dims=1)
+    return tf.reduce_max(logits, axis=-1) - own
+
+
 @pytest.mark.parametrize(("changes", "chunk_size"), zip(CONFIGS, [None, 2, 4], strict=True))
-def test_loss_gradient_is_the_mean_over_single_patterns(tiny_model, images, changes, chunk_size):
+@pytest.mark.parametrize("item_loss", [None, _margin])
+def test_the_eot_estimate_is_the_mean_over_single_patterns(
+    tiny_model, images, changes, chunk_size, item_loss
+):
     config = TINY_DEFENSE.replace(**changes)
     defense = RandomizedDefense(tiny_model, config, chunk_size=chunk_size, seed=3)
-    gradient = defense.loss_gradient(images, LABELS, samples=5).numpy()
+    if item_loss is None:
+        gradient, loss_of = defense.loss_gradient(images, LABELS, samples=5).numpy(), _cross_entropy
+    else:
+        estimate = defense.eot_estimate(images, LABELS, samples=5, item_loss=item_loss)
+        gradient, loss_of = estimate.gradient.numpy(), item_loss
     replay = RandomizedDefense(tiny_model, config, chunk_size=chunk_size, seed=3)
     count, per_chunk = equal_chunks(5, chunk_size)
-    cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits
-    expected = np.zeros_like(images)
+    expected, losses, scores = np.zeros_like(images), np.zeros(3), np.zeros((3, 11))
     for chunk in range(count):
         patterns = replay.draw_patterns(3, per_chunk)
         for item in range(min(per_chunk, 5 - chunk * per_chunk) * 3):
@@ -111,11 +127,17 @@ def test_loss_gradient_is_the_mean_over_single_patterns(tiny_model, images, chan
             with tf.GradientTape() as tape:
                 tape.watch(image)
                 outputs = tiny_model(seen(image, patterns, item, config))
-                label = LABELS[index : index + 1]
-                loss = cross_entropy(label, outputs["logits"])
-                loss += config.aux_weight * cross_entropy(label, outputs["aux_logits"])
+                label = tf.constant(LABELS[index : index + 1], tf.int64)
+                loss = loss_of(outputs["logits"], label)
+                loss += config.aux_weight * loss_of(outputs["aux_logits"], label)
             expected[index] += tape.gradient(loss, image).numpy()[0]
+            losses[index] += loss.numpy()[0]
+            score = tf.nn.softmax(outputs["logits"])
+            scores[index] += (score + config.aux_weight * tf.nn.softmax(outputs["aux_logits"]))[0]
     np.testing.assert_allclose(gradient, expected / 5, rtol=1e-4, atol=1e-6)
+    if item_loss is not None:
+        np.testing.assert_allclose(estimate.losses.numpy(), losses / 5, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(estimate.scores.numpy(), scores / 5, rtol=1e-5, atol=1e-7)
 
 
 def test_chunks_are_equal_and_cover_the_samples():

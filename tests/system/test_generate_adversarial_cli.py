@@ -88,7 +88,7 @@ def earlier_run(tmp_path):
         (["--attack=fgsm", "--samples=3"], "--samples does not apply to fgsm"),
         (
             ["--attack=fgsm", "--num_iterations=3"],
-            r"--num_iterations applies to attacks on the randomized defense \(eot_pgd\) only",
+            r"--num_iterations applies to attacks on the randomized defense \(eot_pgd, apgd\) only",
         ),
         (["--attack=fgsm", "--batch_size=0"], "--batch_size must be >= 1"),
         (["--attack=fgsm", "--targeted"], "needs target classes.*target_class.csv"),

@@ -90,9 +90,9 @@ def test_output_dir_checks(tmp_path):
         (
             "fgsm",
             {"num_iterations": 3},
-            r"^num_iterations applies to attacks on the randomized defense \(eot_pgd\) only",
+            r"^num_iterations applies to attacks on the randomized defense \(eot_pgd, apgd\) only",
         ),
-        ("pgd", {"chunk_size": 2}, r"^chunk_size applies to .* \(eot_pgd\) only"),
+        ("pgd", {"chunk_size": 2}, r"^chunk_size applies to .* \(eot_pgd, apgd\) only"),
         ("eot_pgd", {"num_iterations": 0}, "^num_iterations must be >= 1, got 0"),
         ("eot_pgd", {"chunk_size": 0}, "^chunk_size must be >= 1, got 0"),
     ],
