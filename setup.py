@@ -29,6 +29,7 @@ COMMANDS = [
     ("run_competition", "attacks.cli.run_competition"),
     ("reproduce_paper", "attacks.cli.reproduce_paper"),
     ("make_dataset", "attacks.cli.make_dataset"),
+    ("evaluate_robustness", "attacks.cli.evaluate_robustness"),
 ]
 
 setup(

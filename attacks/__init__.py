@@ -33,6 +33,7 @@ _ATTACKS = {
     "PGD": "attacks.pgd",
     "EOTPGD": "attacks.eot",
     "APGD": "attacks.apgd",
+    "DIFGSM": "attacks.difgsm",
     "DeepFool": "attacks.deepfool",
     "CarliniWagnerL2": "attacks.carlini_wagner",
     "ATTACKS": "attacks.catalog",

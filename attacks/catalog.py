@@ -99,6 +99,7 @@ ATTACKS = catalog(
     Attack("pgd", "attacks.pgd:PGD"),
     Attack("eot_pgd", "attacks.eot:EOTPGD"),
     Attack("apgd", "attacks.apgd:APGD"),
+    Attack("di_fgsm", "attacks.difgsm:DIFGSM"),
     Attack("deepfool", "attacks.deepfool:DeepFool"),
     Attack("cw", "attacks.carlini_wagner:CarliniWagnerL2"),
 )

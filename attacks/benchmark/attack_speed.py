@@ -1,5 +1,5 @@
 """The `attacks` run of the benchmark: `speed`'s batched-vs-looped comparisons on the
-trained digits CNN, each against its target ratio."""
+trained digits CNN, each against its target ratio where it has one."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ def attacks_benchmark(options: BenchmarkOptions) -> None:
     """The batched attacks against their un-batched equivalents, on the trained digits CNN."""
     import tensorflow as tf
 
+    from attacks.apgd import APGD
     from attacks.benchmark.speed import (
+        compare_apgd_eot_step,
         compare_carlini_wagner,
         compare_deepfool,
         compare_eot_gradient,
@@ -40,6 +42,7 @@ def attacks_benchmark(options: BenchmarkOptions) -> None:
             compare_eot_gradient(defense, images, labels, samples=options.num_iterations),
             ATTACK_TARGET,
         ),
+        (compare_apgd_eot_step(defense, images, labels, samples=APGD().samples), None),
         (compare_deepfool(logits, images), ATTACK_TARGET),
         (compare_carlini_wagner(logits, images, labels, max_iterations=100), None),
     ]

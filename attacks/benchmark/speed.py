@@ -6,6 +6,9 @@ inside the timed region so that asynchronous execution is counted:
 - EOT-PGD: one EOT gradient of all K patterns of a batch (`RandomizedDefense.
   loss_gradient(samples=K)`, the defense's chunks) against K single-pattern
   gradients averaged in a Python loop, as a naive EOT implementation takes them;
+- APGD-EOT: one step's objective over K samples (`attacks.apgd.eot_objective`, the
+  defense's `eot_estimate`: loss, gradient and scores, forward and backward, in the
+  defense's chunks) against K single-sample steps' objectives, one per call;
 - DeepFool and C&W L2: one run on the whole batch against one run per example.
 
 Both ways call the attacks as users do; an attack keeps its compiled iteration per
@@ -26,6 +29,7 @@ import numpy.typing as npt
 import tensorflow as tf
 
 from attacks import LogitsFn
+from attacks.apgd import eot_objective
 from attacks.carlini_wagner import CarliniWagnerL2
 from attacks.deepfool import DeepFool
 from attacks.kinds import check_count
@@ -127,6 +131,47 @@ def compare_eot_gradient(
         f"one gradient of all {samples} patterns x {count} images ({chunks} chunk(s) of "
         f"{per_chunk} patterns) vs {samples} single-pattern gradients of {count} images; "
         f"best of {repeats}, tracing excluded",
+        repeats,
+    )
+
+
+def looped_apgd_eot_step(
+    defense: RandomizedDefense, images: tf.Tensor, labels: tf.Tensor, samples: int
+) -> tf.Tensor:
+    """`samples` single-sample APGD-EOT objectives (one pattern each, one call each),
+    their gradients summed so that every call's work is used."""
+    objective = eot_objective(defense, 1, dlr=False, targeted=False)
+    total = tf.zeros_like(images)
+    for _ in range(samples):
+        total += objective(images, labels)[1]
+    return total
+
+
+def compare_apgd_eot_step(
+    defense: RandomizedDefense,
+    images: npt.ArrayLike | tf.Tensor,
+    labels: npt.ArrayLike | tf.Tensor,
+    *,
+    samples: int = 20,
+    repeats: int = 3,
+) -> SpeedComparison:
+    """APGD-EOT's step cost (cross-entropy, untargeted): one `samples`-sample objective
+    of the batch (`eot_objective`, the defense's chunks), against `samples` single-sample
+    steps' objectives: what taking a step's samples together saves over a step per sample."""
+    check_count("samples", samples, 1)
+    check_count("repeats", repeats, 1)
+    images = tf.convert_to_tensor(images, tf.float32)
+    labels = tf.cast(tf.convert_to_tensor(labels), tf.int64)
+    count = _check_batch(images)
+    chunks, per_chunk = equal_chunks(samples, defense.chunk_size)
+    objective = eot_objective(defense, samples, dlr=False, targeted=False)
+    return _compare(
+        f"APGD-EOT step, {samples} samples",
+        lambda: objective(images, labels)[1],
+        lambda: looped_apgd_eot_step(defense, images, labels, samples),
+        f"one step of {samples} samples x {count} images ({chunks} chunk(s) of {per_chunk} "
+        f"patterns) vs {samples} single-sample steps of {count} images; best of {repeats}, "
+        "tracing excluded",
         repeats,
     )
 

@@ -62,6 +62,7 @@ def test_kinds_and_targets_are_the_papers_and_foolboxs():
         "pgd": FIXED_BUDGET,
         "eot_pgd": FIXED_BUDGET,
         "apgd": FIXED_BUDGET,
+        "di_fgsm": FIXED_BUDGET,
         "deepfool": MINIMAL_PERTURBATION,
         "cw": MINIMAL_PERTURBATION,
     }
@@ -77,6 +78,7 @@ def test_the_defaults_are_the_attacks_own():
     assert get_attack("pgd").build({}).step_size == 2.0
     assert get_attack("eot_pgd").build({"epsilon": 8.0}).step_size == 1.0
     assert get_attack("fgsm").defaults == {"epsilon": 2.0}
+    assert get_attack("di_fgsm").resolved({"epsilon": 8.0, "steps": 4})["step_size"] == 2.0
     assert get_attack("deepfool").defaults == {
         "nb_candidate": 10,
         "overshoot": 0.02,

@@ -8,11 +8,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from attacks.apgd import eot_objective
 from attacks.benchmark.speed import (
     SpeedComparison,
+    compare_apgd_eot_step,
     compare_carlini_wagner,
     compare_deepfool,
     compare_eot_gradient,
+    looped_apgd_eot_step,
     looped_eot_gradient,
     per_example,
 )
@@ -92,6 +95,31 @@ def test_the_looped_eot_gradient_is_the_mean_of_single_pattern_gradients(model, 
     np.testing.assert_allclose(defense.loss_gradient(images, labels, samples=4), single, atol=1e-7)
 
 
+def test_apgd_eot_comparison_times_a_k_sample_step_against_k_single_sample_ones(
+    model, images, labels
+):
+    defense = RandomizedDefense(model, TINY_DEFENSE, chunk_size=4, seed=0)
+    comparison = compare_apgd_eot_step(defense, images, labels, samples=6, repeats=1)
+    assert_timed(
+        comparison,
+        "APGD-EOT step, 6 samples",
+        "one step of 6 samples x 4 images (2 chunk(s) of 3 patterns)",
+        "vs 6 single-sample steps of 4 images",
+        "best of 1",
+    )
+    assert comparison.ratio > 0
+
+
+def test_the_looped_apgd_eot_step_sums_single_sample_objectives(model, images, labels):
+    """Without randomness each sample is the one gradient: the loop sums `samples` of it."""
+    config = TINY_DEFENSE.replace(randomize=False, flip_probability=0.0)
+    defense = RandomizedDefense(model, config, seed=0)
+    single = eot_objective(defense, 1, dlr=False, targeted=False)(images, labels)[1].numpy()
+    assert np.abs(single).max() > 0
+    looped = looped_apgd_eot_step(defense, images, labels, 3).numpy()
+    np.testing.assert_allclose(looped, 3 * single, rtol=1e-5, atol=1e-7)
+
+
 def test_deepfool_comparison_loops_the_same_attack(logits_fn, images):
     comparison = compare_deepfool(logits_fn, images, **DEEPFOOL)
     assert_timed(
@@ -127,5 +155,7 @@ def test_bad_arguments_fail_before_timing(logits_fn, images, labels, model):
         compare_deepfool(logits_fn, images, nb_candidate=CLASSES + 1)
     with pytest.raises(ParameterError, match="samples"):
         compare_eot_gradient(RandomizedDefense(model, TINY_DEFENSE), images, labels, samples=0)
+    with pytest.raises(ParameterError, match="samples"):
+        compare_apgd_eot_step(RandomizedDefense(model, TINY_DEFENSE), images, labels, samples=0)
     with pytest.raises(ValueError, match="non-empty"):
         compare_deepfool(logits_fn, images[:0])
