@@ -41,7 +41,7 @@ class HyperParameter:
     type: type
     default: Any
     help: str
-    optional: bool = False  # None is a value (for example step_size: epsilon / 8)
+    optional: bool = False  # None is a value (for example step_size: the attack's own rule)
 
 
 @dataclass(frozen=True)

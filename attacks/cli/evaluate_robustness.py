@@ -9,10 +9,15 @@ OUTPUT_DIR card.json (RobustBench's fields, the card, and the settings it was ma
 with), card.md (also printed) and the plots accuracy_vs_{epsilon,samples,iterations}
 and gradient_cosine as PNG and PDF.
 
+The card is computed in cells (per image shard of --shard_size: the clean accuracy,
+each attack, each sweep point, each K), each stored in OUTPUT_DIR/cells as it
+finishes: an interrupted run, rerun with the same flags, computes only the cells
+still missing, with the same root seed (recorded; --seed may be left out).
+
 Every flag is checked, every image decoded and the labels checked against the
 model's classes before any attack runs. A card.json made with the same settings is
-reused (card.md and the plots are written again from it); one made with other
-settings is refused, naming the differences.
+reused (card.md and the plots are written again from it); a card.json or cells made
+with other settings are refused, naming the differences.
 
 Exit status: 0 when the card is written, 2 when nothing could run (bad flags,
 dataset, labels, checkpoint, a card of other settings) or an output could not be
@@ -22,7 +27,7 @@ written, 130 when interrupted.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +39,7 @@ from defense.common.errors import ParameterError
 if TYPE_CHECKING:
     from attacks.paper.models import ModelEntry
     from attacks.robustness.card import Card
+    from attacks.robustness.cells import CardCell
     from defense.config import DefenseConfig
 
 FLAGS = flags.FLAGS
@@ -68,6 +74,10 @@ flags.DEFINE_integer("redraws", 5, "Redraws of the deployed defense that judge e
 flags.DEFINE_integer("seed", None, "Root seed of every draw (default: fresh, recorded).")
 flags.DEFINE_integer("iterations", 100, "Attack iterations (APGD) and steps (PGD).")
 flags.DEFINE_integer("samples", 20, "EOT samples per attack step.")
+flags.DEFINE_integer("restarts", 1, "AutoAttack-rand's APGD runs per loss (its rand version: 1).")
+flags.DEFINE_integer(
+    "shard_size", None, "Images per cell (default: all); a cell is the unit a rerun resumes from."
+)
 # The sweeps' defaults are the library's (attacks.robustness.convergence), which imports
 # TensorFlow: --help stays fast.
 flags.DEFINE_list("sweep_samples", None, "EOT samples of the sweep; default 1,2,5,10,20,50.")
@@ -79,10 +89,10 @@ flags.DEFINE_list(
 flags.DEFINE_float("tolerance", 0.01, "Accuracy change below which a sweep has converged.")
 flags.DEFINE_integer("chunk_size", None, "Attacks' EOT patterns per image per pass (memory).")
 flags.DEFINE_integer("judge_chunk_size", 16, "Items per pass of the judgement (memory).")
-flags.DEFINE_boolean("progress", True, "Show a progress bar over the card's steps on stderr.")
+flags.DEFINE_boolean("progress", True, "Show a progress bar over the card's cells on stderr.")
 
 PROGRAM = "evaluate_robustness"
-CARD_JSON, CARD_MARKDOWN = "card.json", "card.md"
+CARD_JSON, CARD_MARKDOWN, CELLS_DIR = "card.json", "card.md", "cells"
 # How the library's parameters read as this command's flags.
 FLAG_NAMES = {"labels": "labels_file", "models": "model"}
 
@@ -104,14 +114,8 @@ def _numbers(
 def _options() -> dict[str, Any]:
     """The card's settings from the flags, each checked (raises `ParameterError`)."""
     from attacks.kinds import check_count
-    from attacks.robustness.convergence import (
-        EPSILONS,
-        ITERATIONS,
-        SAMPLES,
-        check_counts,
-        check_epsilons,
-        check_tolerance,
-    )
+    from attacks.robustness.cells import CardSettings
+    from attacks.robustness.convergence import EPSILONS, ITERATIONS, SAMPLES
     from attacks.robustness.protocol import Budget
 
     options = {
@@ -119,6 +123,7 @@ def _options() -> dict[str, Any]:
         "redraws": FLAGS.redraws,
         "iterations": FLAGS.iterations,
         "samples": FLAGS.samples,
+        "restarts": FLAGS.restarts,
         "sweep_samples": _numbers("sweep_samples", FLAGS.sweep_samples, int, SAMPLES),
         "sweep_iterations": _numbers("sweep_iterations", FLAGS.sweep_iterations, int, ITERATIONS),
         "cosine_samples": _numbers("cosine_samples", FLAGS.cosine_samples, int, SAMPLES),
@@ -126,19 +131,25 @@ def _options() -> dict[str, Any]:
         "tolerance": FLAGS.tolerance,
         "chunk_size": FLAGS.chunk_size,
         "judge_chunk_size": FLAGS.judge_chunk_size,
+        "shard_size": FLAGS.shard_size,
     }
-    Budget(
-        epsilon=options["epsilon"],
-        iterations=options["iterations"],
-        samples=options["samples"],
-        redraws=options["redraws"],
-        chunk_size=options["chunk_size"],
-        judge_chunk_size=options["judge_chunk_size"],
+    CardSettings(
+        budget=Budget(
+            epsilon=options["epsilon"],
+            iterations=options["iterations"],
+            samples=options["samples"],
+            redraws=options["redraws"],
+            restarts=options["restarts"],
+            chunk_size=options["chunk_size"],
+            judge_chunk_size=options["judge_chunk_size"],
+        ),
+        sweep_samples=options["sweep_samples"],
+        sweep_iterations=options["sweep_iterations"],
+        cosine_samples=options["cosine_samples"],
+        epsilons=options["epsilons"],
+        tolerance=options["tolerance"],
+        shard_size=options["shard_size"],
     )
-    check_tolerance(options["tolerance"])
-    for name in ("sweep_samples", "sweep_iterations", "cosine_samples"):
-        check_counts(name, options[name])
-    check_epsilons(options["epsilons"])
     if FLAGS.limit is not None:
         check_count("limit", FLAGS.limit, 1)
     if FLAGS.seed is not None and FLAGS.seed < 0:
@@ -225,7 +236,8 @@ def main(argv: list[str]) -> int:
     from tqdm import tqdm
 
     from attacks.paper.data import read_image_set
-    from attacks.robustness.card import STEPS, evaluate_robustness
+    from attacks.robustness.card import evaluate_robustness
+    from attacks.robustness.cells import CellsError
     from attacks.robustness.judgement import checked_inputs
     from attacks.robustness.plots import write_plots
     from defense.common.errors import InputError
@@ -266,11 +278,22 @@ def main(argv: list[str]) -> int:
     digest = entry.weights.removeprefix("sha256:") if entry.weights.startswith("sha256:") else None
     if card is None:
         logging.info("computing the card of %s on %d image(s)", entry.name, len(dataset))
-        with tqdm(
-            total=len(STEPS), unit="step", disable=not FLAGS.progress, dynamic_ncols=True
-        ) as bar:
 
-            def compute() -> Card:
+        def progress(cells: list[CardCell]) -> Iterator[CardCell]:
+            """A bar with ETA over the cells left to compute, naming the one running."""
+            logging.info("%d cell(s) to compute in %s", len(cells), output / CELLS_DIR)
+            with tqdm(
+                total=len(cells), unit="cell", disable=not FLAGS.progress, dynamic_ncols=True
+            ) as bar:
+                for cell in cells:
+                    bar.set_postfix_str(cell.key)
+                    yield cell
+                    bar.update()
+
+        def compute() -> Card | CellsError:
+            """The card; unusable cells are returned, to be reported as such (not as a
+            failed write)."""
+            try:
                 return evaluate_robustness(
                     model,
                     config,
@@ -279,13 +302,19 @@ def main(argv: list[str]) -> int:
                     seed=FLAGS.seed,
                     name=entry.name,
                     checkpoint_sha256=digest,
-                    progress=lambda step: (bar.set_postfix_str(step), bar.update()),
+                    cells_dir=output / CELLS_DIR,
+                    identity=settings,
+                    progress=progress,
                     **options,
                 )
+            except CellsError as error:
+                return error
 
-            outcome = cli.run_writing(PROGRAM, output, compute)
+        outcome = cli.run_writing(PROGRAM, output, compute)
         if isinstance(outcome, int):
             return outcome
+        if isinstance(outcome, CellsError):
+            return cli.fail(PROGRAM, outcome)
         card = outcome
         fields = {**json.loads(card.to_json()), "settings": settings}
         text = json.dumps(fields, indent=2) + "\n"

@@ -14,7 +14,7 @@ could not be written any more, 130 when interrupted; what was finished is kept.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from absl import flags, logging
@@ -92,6 +92,22 @@ def _hyper_parameters() -> dict[str, list[tuple[str, HyperParameter]]]:
     return taken
 
 
+def _flag_help(name: str, uses: Sequence[tuple[str, HyperParameter]]) -> str:
+    """The help of a hyper-parameter's flag: the attacks' own texts, each after the
+    attacks it is theirs where they differ (a step size of None is epsilon / 8 for PGD
+    but epsilon / steps for DI-FGSM), then every attack's default."""
+    texts: dict[str, list[str]] = {}
+    for attack, param in uses:
+        texts.setdefault(param.help, []).append(attack)
+    if len(texts) == 1:
+        text = next(iter(texts))
+    else:
+        text = " ".join(f"{', '.join(attacks)}: {help}" for help, attacks in texts.items())
+    note = " Without it, --max_epsilon if given." if name == "epsilon" else ""
+    defaults = ", ".join(f"{attack} {param.default}" for attack, param in uses)
+    return f"{text}{note} Defaults: {defaults}."
+
+
 _DEFINERS: dict[type, Callable[..., object]] = {
     float: flags.DEFINE_float,
     int: flags.DEFINE_integer,
@@ -102,9 +118,7 @@ for _name, _uses in _PARAM_FLAGS.items():
     _types = {param.type for _, param in _uses}
     if len(_types) != 1:
         raise TypeError(f"hyper-parameter {_name} has different types across attacks: {_types}")
-    _defaults = ", ".join(f"{attack} {param.default}" for attack, param in _uses)
-    _note = " Without it, --max_epsilon if given." if _name == "epsilon" else ""
-    _DEFINERS[_types.pop()](_name, None, f"{_uses[0][1].help}{_note} Defaults: {_defaults}.")
+    _DEFINERS[_types.pop()](_name, None, _flag_help(_name, _uses))
 
 PROGRAM = "generate_adversarial"
 

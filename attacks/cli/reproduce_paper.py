@@ -4,7 +4,8 @@ Every cell of a table's layout (models x attack rows, target model and defense
 model; Table 1: clean accuracy without and with randomization) is computed with
 the paper's settings: FGSM 2/5/10, DeepFool and C&W on the table's scenario, the
 `paper` defense config, 3 runs averaged, float adversarials (--source=png judges
-the uint8-rounded ones); plus an adaptive row, EOT-PGD on the defense itself.
+the uint8-rounded ones); plus two adaptive rows, EOT-PGD and APGD-EOT on the defense
+itself.
 Tables 4-6 use a 500-image subset (--subset_dir, or drawn from the dataset with
 --subset_seed). Before any cell runs, every image is decoded (one of another size
 than the models' input is refused, not resized; a grayscale one is converted with a
@@ -31,10 +32,10 @@ from typing import Any
 from absl import flags, logging
 
 from attacks.paper.tables import (
+    ADAPTIVE_ROWS,
     ATTACK_ROWS,
     EOT_CHUNK_SIZE,
     PAPER_MODELS,
-    ROWS,
     SUBSET_IMAGES,
     TABLES,
     override_keys,
@@ -96,7 +97,8 @@ flags.DEFINE_integer("batch_size", 16, "Images per batch.")
 flags.DEFINE_integer(
     "chunk_size",
     EOT_CHUNK_SIZE,
-    "EOT-PGD: patterns per image per forward pass (bounds memory; recorded with its cells).",
+    "EOT-PGD and APGD-EOT: patterns per image per forward pass (bounds memory; recorded "
+    "with their cells).",
 )
 flags.DEFINE_multi_string(
     "override",
@@ -110,7 +112,7 @@ flags.DEFINE_string("figure_model", None, "Model of the triptych; default the fi
 flags.DEFINE_enum(
     "figure_attack",
     "fgsm-10",
-    [row for row in ROWS if row not in ("clean", "adaptive")],
+    [row for row in ATTACK_ROWS if row not in ADAPTIVE_ROWS],
     "Attack row of the triptych.",
 )
 flags.DEFINE_boolean("progress", True, "Show a progress bar over the cells on stderr.")

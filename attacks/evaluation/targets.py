@@ -50,10 +50,13 @@ def attack_target(
     """What catalog attack `entry` optimises against on `model`.
 
     An attack on the defense gets `RandomizedDefense(model, config)` drawing its
-    patterns from `seed`, `chunk_size` patterns per pass; any other attack the
-    logits of `scenario`'s fixed defense (with `on_defense`) or target model.
+    patterns from `seed`, `chunk_size` patterns per pass; any other attack, and one
+    on the defense of a scenario whose defense is fixed (`on_defense`; plain APGD
+    there), the logits of `scenario`'s fixed defense (with `on_defense`) or target
+    model.
     """
-    if entry.target == DEFENSE:
+    fixed = on_defense and scenario is not None and not scenario.randomized_defense
+    if entry.target == DEFENSE and not fixed:
         if config is None:
             raise ValueError(f"{entry.name} attacks the randomized defense: give its config")
         return RandomizedDefense(model, config, chunk_size=chunk_size, seed=seed)

@@ -1,17 +1,18 @@
 """One cell of a table: its attack's adversarials, judged by the paper's protocol.
 
 A cell is one model, one row and one scenario on an image set. Its attack runs on
-the scenario's target model (`attacks.evaluation.scenarios`), except the adaptive row's, which
-attacks the defense itself: EOT-PGD on `RandomizedDefense(model, config)`, or PGD on
-a diagnostic scenario's fixed defense. Batch by batch, the adversarials are taken
-as floats (before rounding, as the paper's near-0% target accuracies imply) or
-rounded to uint8 PNG pixels, and `attacks.evaluation.accuracy.evaluate_batches` judges them:
+the scenario's target model (`attacks.evaluation.scenarios`), except the adaptive
+rows', which attack the defense itself: EOT-PGD and APGD-EOT on
+`RandomizedDefense(model, config)`, or PGD and plain APGD on a diagnostic scenario's
+fixed defense. Batch by batch, the adversarials are taken as floats (before
+rounding, as the paper's near-0% target accuracies imply) or rounded to uint8 PNG
+pixels, and `attacks.evaluation.accuracy.evaluate_batches` judges them:
 target-model accuracy over all patterns, defense accuracy over `runs` runs with
 fresh patterns (one generator for the whole cell, seeded).
 
 Seeds make a cell's numbers independent of what ran before it: the global seed is
-set at each cell's start (PGD's random start), the defense's patterns come from
-`seed`, EOT-PGD's from `seed + 1`.
+set at each cell's start (the random starts of PGD and of APGD on a fixed defense),
+the defense's patterns come from `seed`, EOT-PGD's and APGD-EOT's from `seed + 1`.
 """
 
 from __future__ import annotations
@@ -67,7 +68,11 @@ def attack_function(
 ) -> AttackFn:
     """[-1, 1] images and labels -> adversarial [-1, 1] images, by catalog attack `attack`
     on the scenario's target model, or with `on_defense` on the defense itself (an attack
-    on the randomized defense draws its patterns from `seed + 1`)."""
+    on the randomized defense draws its patterns from `seed + 1`).
+
+    An attack the catalog runs on the randomized defense (APGD) attacks a diagnostic
+    scenario's fixed defense as the logits function it is (`attack_target`): plain
+    APGD there."""
     catalog_entry = get_attack(attack)
     built = catalog_entry.build(params)
     target = attack_target(

@@ -20,14 +20,14 @@ import keras
 from absl import logging
 from tqdm import tqdm
 
-from attacks.catalog import get_attack
+from attacks.catalog import DEFENSE, get_attack
 from attacks.paper import plots
 from attacks.paper.cells import RESULTS_FILE, SOURCES, Cell, ResultsFile, pending
 from attacks.paper.compute import attack_example, compute_cell, scenario_of
 from attacks.paper.data import ImageSet
 from attacks.paper.models import ModelEntry, ModelSet
 from attacks.paper.tables import (
-    ADAPTIVE,
+    ADAPTIVE_ROWS,
     ATTACK_ROWS,
     CLEAN,
     EOT_CHUNK_SIZE,
@@ -145,7 +145,8 @@ def cell_settings(
         "runs": options.runs if randomized else 1,
         "seed": options.seed,
     }
-    if attack == "eot_pgd":
+    if randomized and attack is not None and get_attack(attack).target == DEFENSE:
+        # EOT-PGD and APGD-EOT: the randomized defense draws its patterns in these chunks.
         settings["chunk_size"] = options.chunk_size
     return settings
 
@@ -217,7 +218,7 @@ def compute_pending(
                 scenario=cell.settings["scenario"],
                 attack=cell.settings["attack"],
                 params=dict(cell.settings["params"]),
-                on_defense=cell.row == ADAPTIVE,
+                on_defense=cell.row in ADAPTIVE_ROWS,
                 source=cell.source,
                 images=images,
                 runs=options.runs,
@@ -290,12 +291,16 @@ def render(
         mine = [cell for cell in cells if cell.table == number]
         measured: dict[tuple[str, str], tuple[float, float] | None] = {}
         labels: dict[str, str] = {}
+        randomized = scenario_of(next(iter(models.values())), table.scenario).randomized_defense
         for cell in mine:
             record = results.result(cell)
             measured[(cell.model, cell.row)] = (
                 None if record is None else (record["target"], record["defense"])
             )
-            labels.setdefault(cell.row, row_title(cell.settings["attack"], cell.settings["params"]))
+            labels.setdefault(
+                cell.row,
+                row_title(cell.settings["attack"], cell.settings["params"], randomized=randomized),
+            )
         rows = [(row, labels[row]) for row in table.rows(options.rows)]
         text = render_table(table, columns, measured, rows, _notes(table, mine, models, options))
         rendered.append(RenderedTable(table, text, columns, measured, rows))
@@ -331,11 +336,9 @@ def check_figure(
         )
     if image_name not in images.names:
         raise ParameterError(f"figure_image {image_name!r} is not in the dataset", "figure_image")
-    if row not in ATTACK_ROWS or row == ADAPTIVE:
-        raise ParameterError(
-            f"figure_attack must be one of {', '.join(r for r in ATTACK_ROWS if r != ADAPTIVE)}",
-            "figure_attack",
-        )
+    if row not in ATTACK_ROWS or row in ADAPTIVE_ROWS:
+        choices = ", ".join(r for r in ATTACK_ROWS if r not in ADAPTIVE_ROWS)
+        raise ParameterError(f"figure_attack must be one of {choices}", "figure_attack")
     attack, params = row_attack(row, randomized=True, overrides=overrides)
     assert attack is not None, "attack rows have an attack"
     resolved_params(models[model_name], row, attack, params)

@@ -8,9 +8,10 @@ the model without randomization and whose "defense" is the model with it.
 Every table fixes a scenario (`attacks.evaluation.scenarios`) and an image set: the whole
 dataset (the paper's 5000 images, Tables 1-3) or its 500-image subset (Tables
 4-6). Its attack rows are the paper's (FGSM with epsilon 2, 5, 10 pixel units,
-DeepFool, C&W at the attacks' cleverhans defaults), plus an adaptive row the
-paper does not have: EOT-PGD on the randomized defense itself (Athalye et al.,
-2018), or PGD on the fixed defense of the diagnostic Tables 5-6.
+DeepFool, C&W at the attacks' cleverhans defaults), plus two adaptive rows the
+paper does not have: EOT-PGD (Athalye et al., 2018) and APGD-EOT (Croce & Hein,
+2020) on the randomized defense itself, or PGD and plain APGD on the fixed defense
+of the diagnostic Tables 5-6.
 
 Imports no TensorFlow: the command's flags are defined from here.
 """
@@ -43,19 +44,25 @@ DATASET_IMAGES, SUBSET_IMAGES = 5000, 500
 ADAPTIVE_EPSILON = 8.0
 # EOT-PGD's patterns per image per forward pass: bounds its memory (recorded with its cells).
 EOT_CHUNK_SIZE = 5
+# EOT-PGD's patterns per EOT gradient, which APGD-EOT takes too: the two adaptive rows
+# average their gradients over as many patterns.
+EOT_SAMPLES: int = get_attack("eot_pgd").defaults["samples"]
 
 
 @dataclass(frozen=True)
 class Row:
-    """A table row: an attack of the catalog with its settings (None: the clean images)."""
+    """A table row: an attack of the catalog with its settings (None: the clean images);
+    an adaptive row, which attacks the defense itself, names its attack on a fixed
+    defense in `fixed`."""
 
     name: str
     attack: str | None
     params: Mapping[str, Any] = field(default_factory=dict)
+    fixed: str | None = None
 
 
 CLEAN = "clean"
-ADAPTIVE = "adaptive"
+ADAPTIVE, ADAPTIVE_APGD = "adaptive", "adaptive-apgd"
 ROWS = {
     row.name: row
     for row in (
@@ -63,9 +70,17 @@ ROWS = {
         *(Row(f"fgsm-{eps}", "fgsm", {"epsilon": float(eps)}) for eps in (2, 5, 10)),
         Row("deepfool", "deepfool"),
         Row("cw", "cw"),
-        Row(ADAPTIVE, "eot_pgd", {"epsilon": ADAPTIVE_EPSILON}),
+        Row(ADAPTIVE, "eot_pgd", {"epsilon": ADAPTIVE_EPSILON}, fixed="pgd"),
+        Row(
+            ADAPTIVE_APGD,
+            "apgd",
+            {"epsilon": ADAPTIVE_EPSILON, "samples": EOT_SAMPLES},
+            fixed="apgd",
+        ),
     )
 }
+# The rows that attack the defense itself, last in every attack table.
+ADAPTIVE_ROWS = tuple(name for name, row in ROWS.items() if row.fixed is not None)
 # The rows `--attacks` chooses from: every row but the clean images (Table 1's only row).
 ATTACK_ROWS = tuple(name for name in ROWS if name != CLEAN)
 
@@ -98,10 +113,10 @@ class PaperTable:
 
     def rows(self, selected: Sequence[str] = ATTACK_ROWS) -> list[str]:
         """The rows a run computes: Table 1's clean row, else the `selected` attack rows
-        in the paper's order with the adaptive row last."""
+        in the paper's order with the adaptive rows last."""
         if self.clean:
             return [CLEAN]
-        return [name for name in (*self.values, ADAPTIVE) if name in selected]
+        return [name for name in (*self.values, *ADAPTIVE_ROWS) if name in selected]
 
     def paper(self, row: str, model: str) -> tuple[float, float] | None:
         """The paper's (target, defense) accuracies in %, or None where it has none."""
@@ -269,21 +284,28 @@ def row_attack(
     row: str, *, randomized: bool, overrides: Mapping[str, Mapping[str, Any]]
 ) -> tuple[str | None, dict[str, Any]]:
     """The catalog attack and given settings of a row in a scenario whose defense is
-    randomized or fixed: the adaptive row is EOT-PGD on a randomized defense, PGD
-    (the same settings but the EOT samples) on a fixed one."""
+    randomized or fixed. The adaptive rows are EOT-PGD and APGD-EOT on a randomized
+    defense; on a fixed one, PGD and plain APGD with the settings of the row that they
+    take (PGD: all but the EOT samples; APGD takes them and, on a fixed defense,
+    ignores them)."""
     spec = ROWS[row]
     params = {**spec.params, **overrides.get(row, {})}
-    if row == ADAPTIVE and not randomized:
-        params.pop("samples", None)
-        return "pgd", params
+    if spec.fixed is not None and not randomized:
+        taken = get_attack(spec.fixed).defaults
+        return spec.fixed, {name: value for name, value in params.items() if name in taken}
     return spec.attack, params
 
 
-def row_title(attack: str | None, params: Mapping[str, Any]) -> str:
-    """A row's label as it ran: FGSM-2, DeepFool, C&W, EOT-PGD-8 (adaptive), ..."""
+def row_title(attack: str | None, params: Mapping[str, Any], *, randomized: bool = True) -> str:
+    """A row's label as it ran: FGSM-2, DeepFool, C&W, EOT-PGD-8 (adaptive), ...; APGD,
+    one catalog attack on either defense, reads APGD-EOT on a `randomized` defense (EOT
+    over its patterns) and APGD on a fixed one."""
     if attack is None:
         return "clean"
     epsilon = params.get("epsilon")
+    if attack == "apgd":
+        name, where = ("APGD-EOT", "") if randomized else ("APGD", " on the defense")
+        return f"{name}-{epsilon:g}{where} (adaptive)" if epsilon is not None else name
     titles = {
         "fgsm": f"FGSM-{epsilon:g}" if epsilon is not None else "FGSM",
         "deepfool": "DeepFool",

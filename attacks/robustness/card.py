@@ -8,6 +8,10 @@ the converged point marked, the cosine of independent EOT gradients against K, t
 budget sweep up to an unbounded epsilon, and the settings that decide the numbers
 (budget, redraws, root seed, versions, checkpoint digest).
 
+`evaluate_robustness` computes the card as cells (`attacks.robustness.cells`), stored
+as they finish when given a folder, so that an interrupted card resumes; `assemble`
+joins the cells' results into the card.
+
 The JSON uses RobustBench's field names where they exist, in its units (`clean_acc`
 and `autoattack_acc` as percentage strings of the mean accuracy, `eps` as "16/255",
 `number_forward_passes` the defense's passes per classification); the card itself,
@@ -19,8 +23,9 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import json
+import os
 import platform
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,44 +33,36 @@ import keras
 import numpy as np
 import numpy.typing as npt
 
+from attacks.robustness.cells import (
+    CLEAN,
+    COSINE,
+    STRONGEST,
+    SWEEPS,
+    CardCell,
+    CardSettings,
+    CellResult,
+    CellStore,
+    card_cells,
+    cells_of,
+    compute_cell,
+    inputs_digest,
+    shard_inputs,
+)
 from attacks.robustness.convergence import (
     EPSILONS,
     ITERATIONS,
     SAMPLES,
     TOLERANCE,
     Sweep,
-    budget_sweep,
-    check_counts,
-    check_epsilons,
-    check_tolerance,
-    gradient_cosine,
-    iterations_sweep,
-    samples_sweep,
+    sweep,
 )
-from attacks.robustness.judgement import (
-    Accuracy,
-    checked_inputs,
-    derive_seed,
-    keep_strongest,
-    redraw_accuracy,
-    root_seed,
-)
-from attacks.robustness.protocol import ATTACKS, AttackResult, Budget, evaluate_attack
+from attacks.robustness.judgement import Accuracy, Redraws, checked_inputs, root_seed
+from attacks.robustness.protocol import ATTACKS, AttackResult, Budget, attack_passes
 from defense.config import DefenseConfig
 
 PACKAGE = "randomization-defense"
 # The attack whose accuracy is RobustBench's `autoattack_acc`.
 AUTOATTACK = "autoattack_rand"
-# The steps of `evaluate_robustness`, in order, as its `progress` callback names them.
-STEPS = (
-    "clean",
-    *ATTACKS,
-    "strongest",
-    "samples_sweep",
-    "iterations_sweep",
-    "gradient_cosine",
-    "budget_sweep",
-)
 
 
 @dataclass(frozen=True)
@@ -237,8 +234,11 @@ def _markdown(card: Card) -> list[str]:
         for value, accuracy in zip(sweep.values, sweep.accuracies, strict=True)
     ]
     lines += _table(("epsilon", "robust accuracy", "any-fooled"), rows)
-    if sweep.accuracies[-1].mean == 0:
-        lines.append(f"Reaches 0 % at epsilon = {sweep.values[-1]:g}.")
+    zero = next(
+        (v for v, a in zip(sweep.values, sweep.accuracies, strict=True) if a.mean == 0), None
+    )
+    if zero is not None:
+        lines.append(f"Reaches 0 % at epsilon = {zero:g}.")
     else:
         lines.append(
             f"**Does not reach 0 %** by epsilon = {sweep.values[-1]:g}: an unbounded attack "
@@ -272,6 +272,75 @@ def versions() -> dict[str, str]:
     }
 
 
+def _joined(results: Sequence[CellResult]) -> Redraws:
+    """The judgement of a step over all images: its shards' judgements side by side."""
+    return Redraws(np.concatenate([result.judged.correct for result in results], axis=1))
+
+
+def assemble(
+    settings: CardSettings,
+    cells: Sequence[CardCell],
+    results: Mapping[str, CellResult],
+    *,
+    name: str,
+    seed: int,
+    num_iterations: int,
+    checkpoint_sha256: str | None = None,
+) -> Card:
+    """The card of finished `cells` (their `results` by key), shards joined in order."""
+    budget = settings.budget
+
+    def step(step: str, value: float | None = None) -> list[CellResult]:
+        return [results[cell.key] for cell in cells_of(cells, step, value)]
+
+    attacks = []
+    for attack in ATTACKS:
+        found = step(attack)
+        passes = attack_passes(attack, budget)
+        attacks.append(
+            AttackResult(
+                attack,
+                _joined(found).summary(),
+                passes + budget.redraws * num_iterations,
+                passes,
+                sum(result.seconds for result in found),
+            )
+        )
+    sweeps = {
+        parameter: sweep(
+            parameter,
+            getattr(settings, field),
+            [
+                _joined(step(parameter, float(value))).summary()
+                for value in getattr(settings, field)
+            ],
+            None if parameter == "epsilon" else settings.tolerance,
+        )
+        for parameter, field in SWEEPS.items()
+    }
+    cosines = tuple(
+        (k, float(np.concatenate([r.cosines for r in step(COSINE, float(k))]).mean()))
+        for k in settings.cosine_samples
+    )
+    return Card(
+        name=name,
+        budget=budget,
+        seed=seed,
+        num_iterations=num_iterations,
+        images=cells[-1].stop,
+        tolerance=settings.tolerance,
+        clean=_joined(step(CLEAN)).summary(),
+        attacks=tuple(attacks),
+        strongest=_joined(step(STRONGEST)).summary(),
+        samples_sweep=sweeps["samples"],
+        iterations_sweep=sweeps["iterations"],
+        gradient_cosine=cosines,
+        budget_sweep=sweeps["epsilon"],
+        versions=versions(),
+        checkpoint_sha256=checkpoint_sha256,
+    )
+
+
 def evaluate_robustness(
     model: keras.Model,
     config: DefenseConfig,
@@ -284,6 +353,7 @@ def evaluate_robustness(
     iterations: int = 100,
     samples: int = 20,
     step_size: float | None = None,
+    restarts: int = 1,
     sweep_samples: Sequence[int] = SAMPLES,
     sweep_iterations: Sequence[int] = ITERATIONS,
     cosine_samples: Sequence[int] = SAMPLES,
@@ -291,131 +361,112 @@ def evaluate_robustness(
     tolerance: float = TOLERANCE,
     chunk_size: int | None = None,
     judge_chunk_size: int = 16,
+    shard_size: int | None = None,
+    cells_dir: str | os.PathLike | None = None,
+    identity: Mapping[str, Any] | None = None,
     name: str | None = None,
     checkpoint_sha256: str | None = None,
-    progress: Callable[[str], object] | None = None,
+    progress: Callable[[list[CardCell]], Iterable[CardCell]] | None = None,
 ) -> Card:
     """The robustness card of `model` behind `config` on `images` (float [-1, 1] NHWC)
     with their true `labels`.
 
     `epsilon` and `step_size` (PGD's, None: epsilon / 8) are pixel units; attacks run
     `iterations` steps of `samples` EOT patterns (`chunk_size` patterns per image per
-    pass); every result is judged over `redraws` redraws of the deployed defense
-    (`judge_chunk_size` items per pass). The sweeps' sizes are `sweep_samples`,
-    `sweep_iterations`, `cosine_samples` and `epsilons`. Every seed is derived from
-    `seed` (default: a fresh one from OS entropy, recorded in the card).
-    `progress`, if given, is called with each of `STEPS` as it finishes (for a
-    progress bar: the card is one long call).
+    pass), AutoAttack-rand `restarts` runs per loss; every result is judged over
+    `redraws` redraws of the deployed defense (`judge_chunk_size` items per pass). The
+    sweeps' points are `sweep_samples`, `sweep_iterations`, `epsilons` and
+    `cosine_samples`; the images are split into shards of `shard_size` (None: one).
+    Every seed is derived from `seed` (default: a fresh one from OS entropy, recorded
+    in the card).
+
+    With `cells_dir`, finished cells are stored there as they finish and a rerun
+    computes only the missing ones (a folder of other settings, `identity` included,
+    is refused; see `CellStore`). `progress`, if given, wraps the list of cells left to
+    compute (`tqdm` does: a progress bar with ETA).
     """
-    done = progress or (lambda step: None)
     budget = Budget(
         epsilon=epsilon,
         iterations=iterations,
         samples=samples,
         step_size=step_size,
         redraws=redraws,
+        restarts=restarts,
         chunk_size=chunk_size,
         judge_chunk_size=judge_chunk_size,
     )
-    check_tolerance(tolerance)
-    check_counts("sweep_samples", sweep_samples)
-    check_counts("sweep_iterations", sweep_iterations)
-    check_counts("cosine_samples", cosine_samples)
-    check_epsilons(epsilons)
-    images, labels = checked_inputs(model, config, images, labels)
-    root = root_seed(seed)
-    judge_seed = derive_seed(root, "judgement")
-    clean = redraw_accuracy(
-        model,
-        config,
-        images,
-        labels,
-        redraws=redraws,
-        seed=judge_seed,
-        chunk_size=judge_chunk_size,
-    )
-    done("clean")
-    evaluated = []
-    for attack in ATTACKS:
-        evaluated.append(
-            evaluate_attack(
-                attack, model, config, images, labels, budget, seed=root, judge_seed=judge_seed
-            )
-        )
-        done(attack)
-    picked = keep_strongest(
-        [found.adversarials for found in evaluated], [found.judged for found in evaluated]
-    )
-    strongest = redraw_accuracy(
-        model,
-        config,
-        picked,
-        labels,
-        redraws=redraws,
-        seed=derive_seed(root, "strongest"),
-        chunk_size=judge_chunk_size,
-    )
-    done("strongest")
-    sweeps_seed = derive_seed(root, "convergence")
-    sweep_of_samples = samples_sweep(
-        model,
-        config,
-        images,
-        labels,
-        budget,
-        samples=sweep_samples,
-        tolerance=tolerance,
-        seed=sweeps_seed,
-        judge_seed=judge_seed,
-    )
-    done("samples_sweep")
-    sweep_of_iterations = iterations_sweep(
-        model,
-        config,
-        images,
-        labels,
-        budget,
-        iterations=sweep_iterations,
-        tolerance=tolerance,
-        seed=sweeps_seed,
-        judge_seed=judge_seed,
-    )
-    done("iterations_sweep")
-    cosines = gradient_cosine(
-        model,
-        config,
-        images,
-        labels,
-        samples=cosine_samples,
-        seed=derive_seed(root, "cosine"),
-        chunk_size=chunk_size,
-    )
-    done("gradient_cosine")
-    sweep_of_budgets = budget_sweep(
-        model,
-        config,
-        images,
-        labels,
-        budget,
-        epsilons=epsilons,
-        seed=sweeps_seed,
-        judge_seed=judge_seed,
-    )
-    done("budget_sweep")
-    return Card(
-        name=config.name if name is None else name,
+    settings = CardSettings(
         budget=budget,
+        sweep_samples=tuple(sweep_samples),
+        sweep_iterations=tuple(sweep_iterations),
+        cosine_samples=tuple(cosine_samples),
+        epsilons=tuple(epsilons),
+        tolerance=tolerance,
+        shard_size=shard_size,
+    )
+    images, labels = checked_inputs(model, config, images, labels)
+    cells = card_cells(settings, len(images))
+    store = None
+    if cells_dir is None:
+        root = root_seed(seed)
+    else:
+        record = {
+            **(identity or {}),
+            "card": settings.record(),
+            "config": dataclasses.asdict(config),
+            "inputs": inputs_digest(images, labels),
+        }
+        store = CellStore(cells_dir, record, seed)
+        root = store.seed
+    results: dict[str, CellResult] = {}
+    if store is not None:
+        for cell in cells:
+            found = store.result(cell, redraws)
+            if found is not None:
+                results[cell.key] = found
+    todo = [cell for cell in cells if cell.key not in results]
+    adversarials: dict[str, tuple[np.ndarray, Redraws]] = {}
+    for cell in progress(todo) if progress else todo:
+        shard_images, shard_labels = shard_inputs(images, labels, cell)
+        attacks = None
+        if cell.step == STRONGEST:
+            attacks = {
+                attack.step: _adversarials(attack, redraws, images.shape[1:], adversarials, store)
+                for attack in cells
+                if attack.step in ATTACKS and attack.shard == cell.shard
+            }
+        found = compute_cell(
+            model, config, shard_images, shard_labels, settings, root, cell, attacks
+        )
+        if store is not None:
+            store.add(cell, found)
+        if found.adversarials is not None:
+            adversarials[cell.key] = (found.adversarials, found.judged)
+        results[cell.key] = dataclasses.replace(found, adversarials=None)
+        if cell.step == STRONGEST:
+            adversarials.clear()
+    return assemble(
+        settings,
+        cells,
+        results,
+        name=config.name if name is None else name,
         seed=root,
         num_iterations=config.num_iterations,
-        images=len(images),
-        tolerance=tolerance,
-        clean=clean.summary(),
-        attacks=tuple(found.result for found in evaluated),
-        strongest=strongest.summary(),
-        samples_sweep=sweep_of_samples,
-        iterations_sweep=sweep_of_iterations,
-        gradient_cosine=cosines,
-        budget_sweep=sweep_of_budgets,
-        versions=versions(),
         checkpoint_sha256=checkpoint_sha256,
     )
+
+
+def _adversarials(
+    cell: CardCell,
+    redraws: int,
+    image_shape: tuple[int, ...],
+    computed: Mapping[str, tuple[np.ndarray, Redraws]],
+    store: CellStore | None,
+) -> tuple[np.ndarray, Redraws]:
+    """An attack cell's adversarials and judgement: computed in this run, else stored."""
+    if cell.key in computed:
+        return computed[cell.key]
+    stored = None if store is None else store.result(cell, redraws, image_shape)
+    if stored is None or stored.adversarials is None:
+        raise ValueError(f"{cell.key} was neither computed nor stored")
+    return stored.adversarials, stored.judged

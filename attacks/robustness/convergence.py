@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from attacks.kinds import check_count, check_epsilon
-from attacks.robustness.judgement import Accuracy, derive_seed, redraw_accuracy
+from attacks.robustness.judgement import Accuracy, Redraws, derive_seed, redraw_accuracy
 from attacks.robustness.protocol import Budget, apgd_eot
 from defense.common.errors import ParameterError
 from defense.config import DefenseConfig
@@ -86,10 +86,64 @@ def converged_index(accuracies: Sequence[float], tolerance: float) -> int | None
     return None
 
 
+def sweep_budget(parameter: str, value: float, budget: Budget) -> Budget:
+    """`budget` with one sweep parameter ("samples", "iterations" or "epsilon") set to
+    `value` (an epsilon point takes its own default step)."""
+    if parameter == "samples":
+        return dataclasses.replace(budget, samples=int(value))
+    if parameter == "iterations":
+        return dataclasses.replace(budget, iterations=int(value))
+    if parameter == "epsilon":
+        return dataclasses.replace(budget, epsilon=float(value), step_size=None)
+    raise ParameterError(
+        f"parameter must be samples, iterations or epsilon, got {parameter!r}", "parameter"
+    )
+
+
+def sweep_point(
+    parameter: str,
+    value: float,
+    model: keras.Model,
+    config: DefenseConfig,
+    images: np.ndarray,
+    labels: np.ndarray,
+    budget: Budget,
+    *,
+    seed: int,
+    judge_seed: int,
+) -> Redraws:
+    """APGD-EOT at `budget` with `parameter` set to `value` (its seed derived from `seed`,
+    the parameter and the value), judged over redraws from `judge_seed`."""
+    point = sweep_budget(parameter, value, budget)
+    point_seed = derive_seed(seed, parameter, value)
+    adversarials = apgd_eot(model, config, images, labels, point, seed=point_seed)
+    return redraw_accuracy(
+        model,
+        config,
+        adversarials,
+        labels,
+        redraws=point.redraws,
+        seed=judge_seed,
+        chunk_size=point.judge_chunk_size,
+    )
+
+
+def sweep(
+    parameter: str, values: Sequence[float], accuracies: Sequence[Accuracy], tolerance: float | None
+) -> Sweep:
+    """The sweep of `accuracies` at `values`, its converged point marked when `tolerance`
+    is given."""
+    done = tuple(float(value) for value in values)
+    index = None
+    if tolerance is not None:
+        index = converged_index([accuracy.mean for accuracy in accuracies], tolerance)
+    return Sweep(parameter, done, tuple(accuracies), None if index is None else done[index])
+
+
 def _sweep(
     parameter: str,
     values: Sequence[float],
-    budgets: Sequence[Budget],
+    budget: Budget,
     model: keras.Model,
     config: DefenseConfig,
     images: np.ndarray,
@@ -100,29 +154,25 @@ def _sweep(
     tolerance: float | None,
     stop_at_zero: bool = False,
 ) -> Sweep:
-    """APGD-EOT's accuracy at each budget (seed per point), converged point marked when
-    `tolerance` is given; with `stop_at_zero`, no larger budget after accuracy 0."""
+    """APGD-EOT's accuracy at each value (`sweep_point`); with `stop_at_zero`, no larger
+    value after accuracy 0."""
     accuracies: list[Accuracy] = []
-    for value, budget in zip(values, budgets, strict=True):
-        point_seed = derive_seed(seed, parameter, value)
-        adversarials = apgd_eot(model, config, images, labels, budget, seed=point_seed)
-        judged = redraw_accuracy(
+    for value in values:
+        judged = sweep_point(
+            parameter,
+            value,
             model,
             config,
-            adversarials,
+            images,
             labels,
-            redraws=budget.redraws,
-            seed=judge_seed,
-            chunk_size=budget.judge_chunk_size,
+            budget,
+            seed=seed,
+            judge_seed=judge_seed,
         )
         accuracies.append(judged.summary())
         if stop_at_zero and judged.accuracy_mean == 0:
             break
-    done = tuple(float(value) for value in values[: len(accuracies)])
-    index = None
-    if tolerance is not None:
-        index = converged_index([accuracy.mean for accuracy in accuracies], tolerance)
-    return Sweep(parameter, done, tuple(accuracies), None if index is None else done[index])
+    return sweep(parameter, values[: len(accuracies)], accuracies, tolerance)
 
 
 def samples_sweep(
@@ -140,11 +190,10 @@ def samples_sweep(
     """Robust accuracy over EOT samples per step, at `budget`'s epsilon and iterations."""
     check_counts("samples", samples)
     check_tolerance(tolerance)
-    budgets = [dataclasses.replace(budget, samples=k) for k in samples]
     return _sweep(
         "samples",
         samples,
-        budgets,
+        budget,
         model,
         config,
         images,
@@ -170,11 +219,10 @@ def iterations_sweep(
     """Robust accuracy over iterations, at `budget`'s epsilon and EOT samples."""
     check_counts("iterations", iterations)
     check_tolerance(tolerance)
-    budgets = [dataclasses.replace(budget, iterations=n) for n in iterations]
     return _sweep(
         "iterations",
         iterations,
-        budgets,
+        budget,
         model,
         config,
         images,
@@ -199,11 +247,10 @@ def budget_sweep(
     """Robust accuracy over epsilon (pixel units, ascending, up to 255), stopping once it
     reaches 0: an unbounded attack that never gets there is not working."""
     check_epsilons(epsilons)
-    budgets = [dataclasses.replace(budget, epsilon=float(e), step_size=None) for e in epsilons]
     return _sweep(
         "epsilon",
         epsilons,
-        budgets,
+        budget,
         model,
         config,
         images,
@@ -213,6 +260,34 @@ def budget_sweep(
         tolerance=None,
         stop_at_zero=True,
     )
+
+
+def image_cosines(
+    model: keras.Model,
+    config: DefenseConfig,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    k: int,
+    seed: int,
+    chunk_size: int | None = None,
+) -> np.ndarray:
+    """Per image [N], the cosine similarity of two independent `k`-sample EOT gradients
+    (fresh patterns from seeds derived from `seed`, `k` and the copy); a zero gradient
+    (a saturated loss) agrees with nothing: 0, not NaN."""
+    check_count("k", k, 1)
+    first, second = (
+        RandomizedDefense(
+            model, config, chunk_size=chunk_size, seed=derive_seed(seed, "cosine", k, copy)
+        )
+        .eot_estimate(images, labels, samples=k)
+        .gradient
+        for copy in (0, 1)
+    )
+    first, second = (tf.reshape(g, [g.shape[0], -1]) for g in (first, second))
+    dot = tf.reduce_sum(first * second, axis=1)
+    norms = tf.norm(first, axis=1) * tf.norm(second, axis=1)
+    return np.asarray(tf.math.divide_no_nan(dot, norms), np.float64)
 
 
 def gradient_cosine(
@@ -226,23 +301,17 @@ def gradient_cosine(
     chunk_size: int | None = None,
 ) -> tuple[tuple[int, float], ...]:
     """Per K in `samples`, the cosine similarity of two independent K-sample EOT gradients
-    (fresh patterns from seeds derived from `seed`, K and the copy), averaged over
-    images: near 1 for a consistent gradient, near 0 for noise."""
+    (`image_cosines`), averaged over images: near 1 for a consistent gradient, near 0
+    for noise."""
     check_counts("samples", samples)
-    found = []
-    for k in samples:
-        first, second = (
-            RandomizedDefense(
-                model, config, chunk_size=chunk_size, seed=derive_seed(seed, "cosine", k, copy)
-            )
-            .eot_estimate(images, labels, samples=k)
-            .gradient
-            for copy in (0, 1)
+    return tuple(
+        (
+            int(k),
+            float(
+                image_cosines(
+                    model, config, images, labels, k=k, seed=seed, chunk_size=chunk_size
+                ).mean()
+            ),
         )
-        first, second = (tf.reshape(g, [g.shape[0], -1]) for g in (first, second))
-        dot = tf.reduce_sum(first * second, axis=1)
-        norms = tf.norm(first, axis=1) * tf.norm(second, axis=1)
-        # A zero gradient (a saturated loss) agrees with nothing: cosine 0, not NaN.
-        cosine = tf.math.divide_no_nan(dot, norms)
-        found.append((int(k), float(tf.reduce_mean(cosine))))
-    return tuple(found)
+        for k in samples
+    )

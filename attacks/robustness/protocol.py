@@ -56,6 +56,7 @@ class Budget:
     samples: int = 20
     step_size: float | None = None
     redraws: int = 5
+    restarts: int = 1
     chunk_size: int | None = None
     judge_chunk_size: int = 16
 
@@ -64,6 +65,7 @@ class Budget:
         check_linf_budget(self.epsilon, self.pgd_step_size, self.iterations)
         check_count("samples", self.samples, 1)
         check_count("redraws", self.redraws, 1)
+        check_count("restarts", self.restarts, 1)
         if self.chunk_size is not None:
             check_count("chunk_size", self.chunk_size, 1)
         check_count("judge_chunk_size", self.judge_chunk_size, 1)
@@ -129,9 +131,10 @@ def autoattack_rand(
     *,
     seed: int,
 ) -> np.ndarray:
-    """APGD-CE, then APGD-DLR on the images some redraw still labels correctly; per image
-    the result the judgement (with a seed of its own) finds correct in fewer redraws."""
-    found = apgd_eot(model, config, images, labels, budget, seed=derive_seed(seed, "apgd-ce"))
+    """APGD-CE, then APGD-DLR on the images some redraw still labels correctly, each
+    `budget.restarts` times from fresh random starts; per image the run the judgement
+    (with a seed of its own, the same draws for every run) finds correct in the fewest
+    redraws: restarts and losses are kept by the deployed defense, not by one draw."""
     select_seed = derive_seed(seed, "select")
 
     def judged(candidates: np.ndarray, truth: np.ndarray) -> Redraws:
@@ -145,20 +148,35 @@ def autoattack_rand(
             chunk_size=budget.judge_chunk_size,
         )
 
-    todo = judged(found, labels).correct.any(axis=0)
-    if not todo.any():
-        return found
-    dlr = apgd_eot(
-        model,
-        config,
-        images[todo],
-        labels[todo],
-        budget,
-        seed=derive_seed(seed, "apgd-dlr"),
-        dlr=True,
-    )
-    candidates = [found[todo], dlr]
-    found[todo] = keep_strongest(candidates, [judged(c, labels[todo]) for c in candidates])
+    def strongest_run(
+        loss: str, subset: np.ndarray, best: np.ndarray | None
+    ) -> tuple[np.ndarray, Redraws]:
+        """Per image of `subset`, the strongest of `best` (if any) and the restarts of
+        `loss`, with its judgement."""
+        candidates = [] if best is None else [best]
+        for restart in range(budget.restarts):
+            candidates.append(
+                apgd_eot(
+                    model,
+                    config,
+                    images[subset],
+                    labels[subset],
+                    budget,
+                    seed=derive_seed(seed, f"apgd-{loss}", restart),
+                    dlr=loss == "dlr",
+                )
+            )
+        judgements = [judged(candidate, labels[subset]) for candidate in candidates]
+        picked = keep_strongest(candidates, judgements)
+        chosen = np.argmin([judgement.correct_counts for judgement in judgements], axis=0)
+        correct = np.stack([judgement.correct for judgement in judgements])  # [C, R, N]
+        return picked, Redraws(correct[chosen, :, np.arange(len(chosen))].T)
+
+    everything = np.arange(len(images))
+    found, judgement = strongest_run("ce", everything, None)
+    todo = judgement.correct.any(axis=0)
+    if todo.any():
+        found[todo], _ = strongest_run("dlr", everything[todo], found[todo])
     return found
 
 
@@ -258,8 +276,11 @@ def transfer_di_fgsm(
 
 # Per attack: the function, and its (forward, backward) passes per image from the budget.
 ATTACKS: dict[str, tuple[Attack, Callable[[Budget], int]]] = {
-    # CE and DLR: each (iterations + 1) EOT estimates of `samples` patterns.
-    "autoattack_rand": (autoattack_rand, lambda b: 2 * (b.iterations + 1) * b.samples),
+    # CE and DLR, each `restarts` runs of (iterations + 1) EOT estimates of `samples` patterns.
+    "autoattack_rand": (
+        autoattack_rand,
+        lambda b: 2 * b.restarts * (b.iterations + 1) * b.samples,
+    ),
     "eot_pgd": (eot_pgd, lambda b: b.iterations * b.samples),
     "pgd_without_eot": (pgd_without_eot, lambda b: b.iterations),
     # Passes of the plain model, one per step.

@@ -163,6 +163,27 @@ class CheckedClassifier(TensorFlowV2Classifier):
             y = tf.constant(y) if is_tensor else y
         return super()._apply_preprocessing(x, y, fit=fit)
 
+    def compute_loss(
+        self,
+        x: Any,
+        y: Any,
+        reduction: str = "none",
+        training_mode: bool = False,
+        **kwargs: Any,
+    ) -> np.ndarray:
+        """The loss per image of `x` (`reduction="none"`), or their mean or sum.
+
+        Through the EoT preprocessor ART's loss has one row per pattern (N x samples,
+        image-major); each image's rows are averaged into its EoT loss, so that
+        attacks comparing per-image losses (ART's `AutoProjectedGradientDescent`)
+        get one loss per image.
+        """
+        if reduction not in ("none", "mean", "sum"):
+            raise ValueError(f"reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
+        rows = super().compute_loss(x, y, reduction="none", training_mode=training_mode, **kwargs)
+        losses = rows.reshape(len(x), -1).mean(axis=1)
+        return {"none": losses, "mean": losses.mean(), "sum": losses.sum()}[reduction]
+
 
 def art_classifier(
     model: keras.Model,
@@ -182,7 +203,13 @@ def art_classifier(
     `config.aux_weight`. With `samples=1` the preprocessing defence is
     `RandomizationPreprocessor` (one fresh pattern per call); with more it is
     `EoTRandomizationPreprocessor`, and `predict` then returns one row per image,
-    the log of the mean softmax over its samples (`MeanOverPatterns`).
+    the log of the mean softmax over its samples (`MeanOverPatterns`), and
+    `compute_loss` one loss per image, the mean over its samples.
+
+    Run ART's `AutoProjectedGradientDescent` with `loss_type=None` (this loss, the
+    cross-entropy): its `loss_type="cross_entropy"` rebuilds a plain
+    `TensorFlowV2Classifier`, without these checks and with one loss per pattern,
+    which fails through the EoT preprocessor.
     """
     if not isinstance(samples, int) or samples < 1:
         raise ValueError(f"samples must be an integer >= 1, got {samples!r}")

@@ -241,11 +241,23 @@ def test_the_command_line_flags_are_the_catalogs_hyper_parameters():
 
     command_module("attacks.cli.generate_adversarial")  # defines the flags
 
-    first_help = {}
     for entry in ATTACKS.values():
         for param in entry.declaration.parameters:
             flag = flags.FLAGS[param.name]
-            assert flag.default is None and flag.help.startswith(
-                first_help.setdefault(param.name, param.help)
-            )
+            assert flag.default is None and param.help in flag.help
             assert f"{entry.name} {param.default}" in flag.help
+
+
+def test_a_shared_flag_gives_each_attacks_own_rule():
+    """--step_size's None is epsilon / 8 for PGD and EOT-PGD but epsilon / steps for DI-FGSM."""
+    from absl import flags
+
+    from tests.support.adversarial_helpers import command_module
+
+    command_module("attacks.cli.generate_adversarial")  # defines the flags
+
+    text = " ".join(flags.FLAGS["step_size"].help.split())
+    assert text.startswith("pgd, eot_pgd: Step in pixel units (None: epsilon / 8). ")
+    assert "di_fgsm: Step in pixel units (None: epsilon / steps, I-FGSM's). " in text
+    steps = " ".join(flags.FLAGS["steps"].help.split())
+    assert steps.startswith("Iterations. Defaults: pgd 10")  # one text, shared: said once

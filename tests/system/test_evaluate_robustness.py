@@ -10,8 +10,10 @@ PYTHONPATH), with the weights the test saved named by $EVALUATE_ROBUSTNESS_DIGIT
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +28,10 @@ TINY = [
     "--redraws=2",
     "--iterations=3",
     "--samples=2",
-    "--sweep_samples=1,2",
-    "--sweep_iterations=2,4",
+    "--sweep_samples=2",
+    "--sweep_iterations=2",
     "--cosine_samples=1,4",
-    "--epsilons=16,255",
+    "--epsilons=255",
     "--judge_chunk_size=128",
 ]
 PLOTS = ["accuracy_vs_epsilon", "accuracy_vs_samples", "accuracy_vs_iterations", "gradient_cosine"]
@@ -177,10 +179,36 @@ def check_plot(path):
         assert data.startswith(b"%PDF-") and b"%%EOF" in data[-1024:]
 
 
+def start(*args, weights):
+    """The command running in the background, its output in pipes."""
+    paths = [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), WEIGHTS_ENV: str(weights)}
+    script = str(REPO / "scripts" / "evaluate_robustness.py")
+    return subprocess.Popen(
+        [sys.executable, script, "--noprogress", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def wait_for(path, process, seconds=600):
+    """Wait until `path` exists while `process` runs."""
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"{path} not written in {seconds} s"
+        time.sleep(0.05)
+
+
 @pytest.mark.slow
-def test_the_card_of_the_digits_cnn_is_written_then_reused_or_refused(
+def test_the_card_of_the_digits_cnn_is_resumed_after_sigterm_then_reused_or_refused(
     digits, digits_correct, tmp_path
 ):
+    """SIGTERM mid-card: exit 130, the finished cells kept; the rerun computes only the
+    missing cells (two shards of 3 images) and writes the card; a third run reuses it;
+    other settings are refused."""
     weights = tmp_path / "digits.weights.h5"
     digits.model.save_weights(weights)
     images, labels = (a[:8] for a in digits_correct)
@@ -193,10 +221,27 @@ def test_the_card_of_the_digits_cnn_is_written_then_reused_or_refused(
         f"--labels_file={dataset / 'labels.csv'}",
         f"--output_dir={output}",
         "--limit=6",
+        "--shard_size=3",
         *TINY,
     ]
+    stopped = start(*args, weights=weights)
+    wait_for(output / "cells" / "autoattack_rand.shard0.json", stopped)
+    stopped.send_signal(signal.SIGTERM)
+    _, stderr = stopped.communicate(timeout=120)
+    assert stopped.returncode == 130, stderr
+    assert f"evaluate_robustness: interrupted; what was finished is kept in {output}" in stderr
+    assert "Traceback" not in stderr and not (output / "card.json").exists()
+    kept = {path.name: path.read_bytes() for path in (output / "cells").glob("*.shard*")}
+    assert "clean.shard0.json" in kept and "autoattack_rand.shard0.npy" in kept
+
     result = evaluate(*args, weights=weights)
     assert result.returncode == 0, result.stderr
+    cells = len(list((output / "cells").glob("*.json"))) - 1  # settings.json
+    finished = sum(name.endswith(".json") for name in kept)
+    assert f"{cells - finished} cell(s) to compute" in result.stderr
+    assert cells == 2 * (1 + 5 + 1 + 1 + 1 + 2 + 1)
+    for name, data in kept.items():
+        assert (output / "cells" / name).read_bytes() == data, name
     fields = json.loads((output / "card.json").read_text())
     card = fields["robustness_card"]
     assert fields["eps"] == "16/255" and fields["number_forward_passes"] == 2
@@ -204,8 +249,9 @@ def test_the_card_of_the_digits_cnn_is_written_then_reused_or_refused(
     assert card["checkpoint_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
     assert float(fields["clean_acc"]) > 50
     assert [k for k, _ in card["gradient_cosine"]] == [1, 4]
-    assert card["budget_sweep"]["values"] == [16.0, 255.0]
-    assert fields["settings"]["sweep_iterations"] == [2, 4]
+    assert card["budget_sweep"]["values"] == [255.0]
+    assert card["budget_sweep"]["accuracies"][0]["mean"] == 0
+    assert fields["settings"]["sweep_iterations"] == [2] and fields["settings"]["shard_size"] == 3
     markdown = (output / "card.md").read_text()
     assert markdown.startswith("# Robustness card: digits") and "| autoattack_rand |" in markdown
     assert markdown in result.stdout

@@ -27,8 +27,8 @@ REPO = Path(__file__).resolve().parents[2]
 WEIGHTS_ENV = "REPRODUCE_PAPER_DIGITS_WEIGHTS"
 FACTORY = "--model_factory=tests.system.test_reproduce_paper:digits_models"
 # The digits run's shortened schedules (recorded with every cell): C&W with few, large
-# steps, DeepFool with fewer steps and candidates, EOT-PGD with fewer samples and a
-# budget this small CNN notices.
+# steps, DeepFool with fewer steps and candidates, EOT-PGD and APGD-EOT with fewer samples
+# (APGD-EOT: and steps) and a budget this small CNN notices.
 OVERRIDES = [
     "--override=cw.max_iterations=10",
     "--override=cw.binary_search_steps=2",
@@ -38,8 +38,19 @@ OVERRIDES = [
     "--override=deepfool.nb_candidate=3",
     "--override=adaptive.samples=8",
     "--override=adaptive.epsilon=24",
+    "--override=adaptive-apgd.samples=8",
+    "--override=adaptive-apgd.epsilon=24",
+    "--override=adaptive-apgd.n_iter=10",
 ]
-ROW_LABELS = ["FGSM-2", "FGSM-5", "FGSM-10", "DeepFool", "C&W", "EOT-PGD-24 (adaptive)"]
+ROW_LABELS = [
+    "FGSM-2",
+    "FGSM-5",
+    "FGSM-10",
+    "DeepFool",
+    "C&W",
+    "EOT-PGD-24 (adaptive)",
+    "APGD-EOT-24 (adaptive)",
+]
 
 
 def digits_models():
@@ -377,15 +388,15 @@ def test_tables_2_and_4_on_digits_resume_after_an_interruption(digits, digits_co
     assert process.returncode == 130, stderr
     assert f"interrupted; what was finished is kept in {results}" in stderr
     finished = stored(results)
-    assert 3 <= len(finished) < 12
+    assert 3 <= len(finished) < 14
 
     # The rerun computes only the missing cells and leaves the finished ones as they were.
     result = reproduce(*args, weights=weights)
     assert result.returncode == 0, result.stderr
     lines = stored(results)
-    assert len(lines) == 12 and lines[: len(finished)] == finished
+    assert len(lines) == 14 and lines[: len(finished)] == finished
     expected = (
-        f"12 cell(s): {len(finished)} finished before (kept), {12 - len(finished)} to compute"
+        f"14 cell(s): {len(finished)} finished before (kept), {14 - len(finished)} to compute"
     )
     assert expected in result.stderr
     print("\n" + result.stdout)

@@ -1,7 +1,8 @@
 """reproduce_paper's inputs, checked before any cell runs: every dataset image decoded at
 the models' input size (another size and a damaged PNG refused, grayscale noted), the
 results file refused unless a regular file, and seeds and overrides the models cannot
-take refused, naming the override key (ROW.PARAM) rather than an attack's parameter.
+take refused, naming the override key (ROW.PARAM) rather than an attack's parameter;
+and the resolved settings a planned cell records (the adaptive rows').
 
 The FIFO and /dev/zero cases, which hung rather than failed, run in a subprocess in
 tests/system/test_reproduce_paper.py.
@@ -15,10 +16,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from attacks.catalog import get_attack
 from attacks.paper.cells import ResultsFile
 from attacks.paper.data import read_image_set
 from attacks.paper.models import ModelEntry
 from attacks.paper.run import ImageSets, RunOptions, plan
+from attacks.paper.tables import ADAPTIVE, ADAPTIVE_APGD, ADAPTIVE_ROWS, EOT_CHUNK_SIZE
 from defense.common.errors import InputError, ParameterError
 from tests.support.digits import DEFENSE, INPUT_SIZE, NUM_CLASSES, OUT_SIZE
 
@@ -94,11 +97,36 @@ def digits_entry():
     )
 
 
-def planned(tmp_path, rows, overrides):
+def planned(tmp_path, rows, overrides, tables=(2,)):
     folder, labels = write_dataset(tmp_path / "data", [rgb()])
     images = read(folder, labels)
-    options = RunOptions(tables=[2], rows=rows, overrides=overrides)
+    options = RunOptions(tables=tables, rows=rows, overrides=overrides)
     return plan({"digits": digits_entry()}, ImageSets(images, images), options)
+
+
+def test_the_apgd_eot_cells_record_apgds_resolved_settings(tmp_path):
+    """Beside EOT-PGD's cell in every attack table, with its epsilon and samples and
+    APGD's own defaults; the defense's chunks too where it is randomized (Table 2)."""
+    cells = planned(tmp_path, list(ADAPTIVE_ROWS), {}, tables=(2, 5))
+    assert [(cell.table, cell.row) for cell in cells] == [
+        (2, ADAPTIVE),
+        (2, ADAPTIVE_APGD),
+        (5, ADAPTIVE),
+        (5, ADAPTIVE_APGD),
+    ]
+    eot, apgd, pgd, plain = (cell.settings for cell in cells)
+    assert (eot["attack"], apgd["attack"], pgd["attack"], plain["attack"]) == (
+        "eot_pgd",
+        "apgd",
+        "pgd",
+        "apgd",
+    )
+    expected = {**get_attack("apgd").defaults, "epsilon": 8.0, "samples": eot["params"]["samples"]}
+    assert apgd["params"] == plain["params"] == expected
+    assert apgd["params"]["samples"] == 30 and apgd["params"]["n_iter"] == 100
+    assert apgd["chunk_size"] == eot["chunk_size"] == EOT_CHUNK_SIZE
+    assert "chunk_size" not in plain and "chunk_size" not in pgd
+    assert (apgd["runs"], plain["runs"]) == (3, 1)
 
 
 def test_more_deepfool_candidates_than_classes_are_refused_before_any_cell(tmp_path):

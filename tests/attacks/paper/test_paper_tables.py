@@ -7,6 +7,9 @@ from attacks.catalog import get_attack
 from attacks.evaluation.protocol import SCENARIOS
 from attacks.paper.tables import (
     ADAPTIVE,
+    ADAPTIVE_APGD,
+    ADAPTIVE_EPSILON,
+    ADAPTIVE_ROWS,
     ATTACK_ROWS,
     CLEAN,
     PAPER_MODELS,
@@ -149,8 +152,11 @@ def test_rows_use_the_papers_attack_settings():
     for row in ATTACK_ROWS:
         get_attack(str(ROWS[row].attack)).check_names(ROWS[row].params)
     assert TABLES[1].rows() == [CLEAN]
-    assert TABLES[2].rows() == [*PAPER_ATTACK_ROWS, ADAPTIVE]
+    for number in (2, 3, 4, 5, 6):
+        assert TABLES[number].rows() == [*PAPER_ATTACK_ROWS, ADAPTIVE, ADAPTIVE_APGD]
+    assert ADAPTIVE_ROWS == (ADAPTIVE, ADAPTIVE_APGD)
     assert TABLES[2].rows(["cw", "fgsm-2"]) == ["fgsm-2", "cw"]
+    assert TABLES[5].rows([ADAPTIVE_APGD]) == [ADAPTIVE_APGD]
 
 
 def test_the_adaptive_row_attacks_the_defense_it_faces():
@@ -163,6 +169,36 @@ def test_the_adaptive_row_attacks_the_defense_it_faces():
     assert row_title("eot_pgd", {"epsilon": 8.0}) == "EOT-PGD-8 (adaptive)"
     assert row_title("pgd", {"epsilon": 8.0}) == "PGD-8 on the defense (adaptive)"
     assert row_title("fgsm", {"epsilon": 10.0}) == "FGSM-10"
+
+
+def test_the_apgd_eot_row_is_eot_pgds_budget_and_samples_with_apgds_defaults():
+    eot_pgd = get_attack("eot_pgd").defaults
+    assert ROWS[ADAPTIVE_APGD].params == {
+        "epsilon": ADAPTIVE_EPSILON,
+        "samples": eot_pgd["samples"],
+    }
+    assert ROWS[ADAPTIVE_APGD].params["epsilon"] == ROWS[ADAPTIVE].params["epsilon"] == 8.0
+    attack, params = row_attack(ADAPTIVE_APGD, randomized=True, overrides={})
+    resolved = get_attack(str(attack)).resolved(params)
+    assert attack == "apgd" and resolved == {
+        **get_attack("apgd").defaults,
+        "epsilon": 8.0,
+        "samples": 30,
+    }
+    # On a fixed defense it is plain APGD: the same settings, its samples unused.
+    overrides = {ADAPTIVE_APGD: {"n_iter": 20}}
+    assert row_attack(ADAPTIVE_APGD, randomized=False, overrides=overrides) == (
+        "apgd",
+        {"epsilon": 8.0, "samples": 30, "n_iter": 20},
+    )
+    assert row_title("apgd", {"epsilon": 8.0}) == "APGD-EOT-8 (adaptive)"
+    assert row_title("apgd", {"epsilon": 8.0}, randomized=False) == (
+        "APGD-8 on the defense (adaptive)"
+    )
+    assert parse_rows([ADAPTIVE_APGD, ADAPTIVE]) == [ADAPTIVE, ADAPTIVE_APGD]
+    assert parse_overrides(["adaptive-apgd.n_iter=10", "adaptive-apgd.dlr=true"]) == {
+        ADAPTIVE_APGD: {"n_iter": 10, "dlr": True}
+    }
 
 
 def test_parsing_tables_rows_and_overrides():

@@ -12,26 +12,6 @@ from attacks.robustness.card import Card, evaluate_robustness
 from attacks.robustness.protocol import ATTACKS
 from defense.common.errors import ParameterError
 
-TINY = {
-    "epsilon": 16,
-    "redraws": 2,
-    "iterations": 3,
-    "samples": 2,
-    "sweep_samples": (1, 2),
-    "sweep_iterations": (2, 4),
-    "cosine_samples": (1, 4),
-    "epsilons": (16, 255),
-    "judge_chunk_size": 128,
-}
-
-
-@pytest.fixture(scope="module")
-def card(digits, small_defense, sample):
-    images, labels = (a[:10] for a in sample)
-    return evaluate_robustness(
-        digits.model, small_defense, images, labels, seed=0, checkpoint_sha256="ab" * 32, **TINY
-    )
-
 
 def test_json_has_robustbench_fields_and_round_trips(card):
     text = card.to_json()
@@ -95,9 +75,9 @@ def test_not_converged_is_stated_plainly(card):
         ({"labels": np.full(10, 10)}, "labels"),
     ],
 )
-def test_bad_parameters(digits, small_defense, sample, changes, parameter):
+def test_bad_parameters(digits, small_defense, sample, tiny_card, changes, parameter):
     images, labels = (a[:10] for a in sample)
-    arguments = {"images": images, "labels": labels, **TINY, **changes}
+    arguments = {"images": images, "labels": labels, **tiny_card, **changes}
     with pytest.raises(ParameterError) as error:
         evaluate_robustness(digits.model, small_defense, **arguments)
     assert error.value.parameters == (parameter,)
