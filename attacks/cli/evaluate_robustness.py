@@ -13,6 +13,9 @@ The card is computed in cells (per image shard of --shard_size: the clean accura
 each attack, each sweep point, each K), each stored in OUTPUT_DIR/cells as it
 finishes: an interrupted run, rerun with the same flags, computes only the cells
 still missing, with the same root seed (recorded; --seed may be left out).
+With --executor=ray the cells run as Ray tasks (a local instance, or the cluster at
+--ray_address), each worker loading the model once, with the same numbers; each
+cell's worker, node, wall time and attempts are recorded in its cell file.
 
 Every flag is checked, every image decoded and the labels checked against the
 model's classes before any attack runs. A card.json made with the same settings is
@@ -27,19 +30,19 @@ written, 130 when interrupted.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from absl import flags, logging
 
+from attacks.execution import flags as execution_flags
 from defense.common import cli
 from defense.common.errors import ParameterError
 
 if TYPE_CHECKING:
     from attacks.paper.models import ModelEntry
     from attacks.robustness.card import Card
-    from attacks.robustness.cells import CardCell
     from defense.config import DefenseConfig
 
 FLAGS = flags.FLAGS
@@ -235,6 +238,7 @@ def main(argv: list[str]) -> int:
 
     from tqdm import tqdm
 
+    from attacks.execution.resident import Resident
     from attacks.paper.data import read_image_set
     from attacks.robustness.card import evaluate_robustness
     from attacks.robustness.cells import CellsError
@@ -247,6 +251,7 @@ def main(argv: list[str]) -> int:
 
     try:
         options = _options()
+        execution_flags.check_executor_flags()
         entry, config = _model_entry()
         labels_file = Path(FLAGS.labels_file or Path(FLAGS.dataset_dir) / "dataset.csv")
         dataset = read_image_set(
@@ -266,7 +271,14 @@ def main(argv: list[str]) -> int:
         }
         card = _recorded(output / CARD_JSON, settings, FLAGS.seed)
         if card is None:
+            executor = execution_flags.executor_from_flags()
             model = entry.load()
+            # Ray's workers load the model themselves, once per worker process.
+            attacked = (
+                Resident(f"{entry.name}:{entry.weights}", entry.load)
+                if FLAGS.executor == "ray"
+                else model
+            )
             images, labels = checked_inputs(
                 model,
                 config,
@@ -279,23 +291,23 @@ def main(argv: list[str]) -> int:
     if card is None:
         logging.info("computing the card of %s on %d image(s)", entry.name, len(dataset))
 
-        def progress(cells: list[CardCell]) -> Iterator[CardCell]:
-            """A bar with ETA over the cells left to compute, naming the one running."""
-            logging.info("%d cell(s) to compute in %s", len(cells), output / CELLS_DIR)
-            with tqdm(
-                total=len(cells), unit="cell", disable=not FLAGS.progress, dynamic_ncols=True
-            ) as bar:
-                for cell in cells:
-                    bar.set_postfix_str(cell.key)
-                    yield cell
-                    bar.update()
+        bar = tqdm(unit="cell", disable=not FLAGS.progress, dynamic_ncols=True)
+
+        def progress(done: int, total: int, key: str | None) -> None:
+            """The bar over the cells left to compute, with ETA, driven by completions."""
+            if key is None:
+                logging.info("%d cell(s) to compute in %s", total, output / CELLS_DIR)
+                bar.reset(total=total)
+            else:
+                bar.set_postfix_str(key)
+                bar.update()
 
         def compute() -> Card | CellsError:
             """The card; unusable cells are returned, to be reported as such (not as a
             failed write)."""
             try:
                 return evaluate_robustness(
-                    model,
+                    attacked,
                     config,
                     images,
                     labels,
@@ -304,13 +316,18 @@ def main(argv: list[str]) -> int:
                     checkpoint_sha256=digest,
                     cells_dir=output / CELLS_DIR,
                     identity=settings,
+                    executor=executor,
                     progress=progress,
                     **options,
                 )
             except CellsError as error:
                 return error
 
-        outcome = cli.run_writing(PROGRAM, output, compute)
+        try:
+            outcome = cli.run_writing(PROGRAM, output, compute)
+        finally:
+            bar.close()
+            executor.close()
         if isinstance(outcome, int):
             return outcome
         if isinstance(outcome, CellsError):

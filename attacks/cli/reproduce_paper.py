@@ -14,7 +14,10 @@ models (a bad one is named as its --override=ROW.PARAM key).
 
 Each finished cell is stored at once in OUTPUT_DIR/results.jsonl, so a rerun
 computes only the missing cells; a results file made with other settings is
-refused, not mixed. Writes OUTPUT_DIR/tables.txt (each table in the paper's
+refused, not mixed. With --executor=ray the cells run as Ray tasks (a local
+instance, or the cluster at --ray_address; workers load each model once), with the
+same results; each line records the cell's worker, node, wall time and attempts.
+Writes OUTPUT_DIR/tables.txt (each table in the paper's
 layout with the paper's number and the difference beside every cell, also printed),
 OUTPUT_DIR/plots/table<N>.{png,pdf} (grouped bars) and plots/figure1.{png,pdf}
 (a Figure-1 triptych of one image).
@@ -31,6 +34,7 @@ from typing import Any
 
 from absl import flags, logging
 
+from attacks.execution import flags as execution_flags
 from attacks.paper.tables import (
     ADAPTIVE_ROWS,
     ATTACK_ROWS,
@@ -160,6 +164,7 @@ def main(argv: list[str]) -> int:
         tables = parse_tables(["all"] if FLAGS.all else FLAGS.table)
         rows = parse_rows(FLAGS.attacks) if FLAGS.attacks is not None else list(ATTACK_ROWS)
         overrides = parse_overrides(FLAGS.override)
+        execution_flags.check_executor_flags()
     except ValueError as error:
         return cli.fail(PROGRAM, error, flag_names=FLAG_NAMES)
     cli.import_tensorflow()
@@ -170,7 +175,6 @@ def main(argv: list[str]) -> int:
     from attacks.paper.models import choose, load_factory, registry_models
     from attacks.paper.run import (
         ImageSets,
-        LoadedModel,
         RunOptions,
         check_figure,
         compute_pending,
@@ -235,7 +239,6 @@ def main(argv: list[str]) -> int:
                 size=size,
             )
         sets = ImageSets(dataset, subset)
-        loaded = LoadedModel(models)
         figure_model = FLAGS.figure_model or next(iter(models))
         figure_image = FLAGS.figure_image or dataset.names[0]
         if FLAGS.figure:
@@ -246,6 +249,7 @@ def main(argv: list[str]) -> int:
         results = ResultsFile(results_path(output))
         cells = plan(models, sets, options)
         results.check(cells)
+        executor = execution_flags.executor_from_flags()
     except (ValueError, InputError, CheckpointError) as error:
         return cli.fail(PROGRAM, error, flag_names=FLAG_NAMES)
     todo = pending(cells, results)
@@ -256,11 +260,24 @@ def main(argv: list[str]) -> int:
         len(todo),
         results.path,
     )
-    outcome = cli.run_writing(
-        PROGRAM,
-        results.path,
-        lambda: (compute_pending(cells, results, loaded, sets, options, progress=FLAGS.progress),),
-    )
+    try:
+        outcome = cli.run_writing(
+            PROGRAM,
+            results.path,
+            lambda: (
+                compute_pending(
+                    cells,
+                    results,
+                    models,
+                    sets,
+                    options,
+                    progress=FLAGS.progress,
+                    executor=executor,
+                ),
+            ),
+        )
+    finally:
+        executor.close()
     if isinstance(outcome, int):
         return outcome
     logging.info("computed %d cell(s)", outcome[0])
@@ -271,7 +288,7 @@ def main(argv: list[str]) -> int:
         paths = write_outputs(rendered, output)
         if FLAGS.figure:
             paths += write_figure(
-                loaded, figure_model, dataset, figure_image, FLAGS.figure_attack, options, output
+                models, figure_model, dataset, figure_image, FLAGS.figure_attack, options, output
             )
         return paths
 

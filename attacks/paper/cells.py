@@ -186,8 +186,11 @@ class ResultsFile:
                 return record
         return None
 
-    def add(self, cell: Cell, result: Mapping[str, Any]) -> dict[str, Any]:
-        """Store a finished cell: the file is rewritten atomically with its line added."""
+    def add(
+        self, cell: Cell, result: Mapping[str, Any], ran: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Store a finished cell (with `ran`: where and how it ran, e.g. worker, node,
+        seconds, attempts): the file is rewritten atomically with its line added."""
         record = {
             "table": cell.table,
             "model": cell.model,
@@ -199,6 +202,8 @@ class ResultsFile:
             **{name: result[name] for name in _RESULT_FIELDS},
             "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         }
+        if ran is not None:
+            record["ran"] = dict(ran)
         self.records.append(record)
         write_text_atomic(
             self.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.records)

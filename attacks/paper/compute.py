@@ -30,6 +30,7 @@ from attacks.evaluation.accuracy import evaluate_batches
 from attacks.evaluation.generate import distances, to_outputs
 from attacks.evaluation.scenarios import Scenario, build_scenario, target_model
 from attacks.evaluation.targets import attack_target, judge, next_seed, run_attack
+from attacks.execution.resident import Resident
 from attacks.paper.data import ImageSet
 from attacks.paper.models import ModelEntry
 from defense.common.images import to_model_input
@@ -88,7 +89,7 @@ def attack_function(
 
 
 def compute_cell(
-    model: keras.Model,
+    model: keras.Model | Resident[keras.Model],
     entry: ModelEntry,
     *,
     scenario: str,
@@ -104,8 +105,11 @@ def compute_cell(
     progress: Callable[[int], object] | None = None,
 ) -> CellResult:
     """Target and defense accuracy of one cell (clean images when `attack` is None);
-    `progress` is called with the number of images of every finished batch."""
+    `progress` is called with the number of images of every finished batch. `model`
+    may be a `Resident` (loaded once per worker process)."""
     started = time.perf_counter()
+    if isinstance(model, Resident):
+        model = model.get()
     the_scenario = scenario_of(entry, scenario)
     if seed is not None:
         keras.utils.set_random_seed(seed)

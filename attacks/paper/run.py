@@ -21,9 +21,11 @@ from absl import logging
 from tqdm import tqdm
 
 from attacks.catalog import DEFENSE, get_attack
+from attacks.execution.executor import Executor, LocalExecutor, Unit
+from attacks.execution.resident import Resident
 from attacks.paper import plots
 from attacks.paper.cells import RESULTS_FILE, SOURCES, Cell, ResultsFile, pending
-from attacks.paper.compute import attack_example, compute_cell, scenario_of
+from attacks.paper.compute import CellResult, attack_example, compute_cell, scenario_of
 from attacks.paper.data import ImageSet
 from attacks.paper.models import ModelEntry, ModelSet
 from attacks.paper.tables import (
@@ -173,61 +175,60 @@ def plan(models: ModelSet, sets: ImageSets, options: RunOptions) -> list[Cell]:
     return cells
 
 
-class LoadedModel:
-    """The run's models, loaded when first needed and kept one at a time (the last used)."""
-
-    def __init__(self, models: ModelSet) -> None:
-        self.models = models
-        self._loaded: dict[str, keras.Model] = {}
-
-    def get(self, name: str) -> keras.Model:
-        """Model `name`, loading it (and dropping the previous one) if needed."""
-        if name not in self._loaded:
-            self._loaded.clear()
-            logging.info("loading %s", name)
-            self._loaded[name] = self.models[name].load()
-        return self._loaded[name]
+def resident(entry: ModelEntry) -> Resident[keras.Model]:
+    """Model `entry` as a process keeps it: loaded on first use, one model at a time."""
+    return Resident(f"{entry.name}:{entry.weights}", entry.load)
 
 
 def compute_pending(
     cells: Sequence[Cell],
     results: ResultsFile,
-    loaded: LoadedModel,
+    models: ModelSet,
     sets: ImageSets,
     options: RunOptions,
     *,
     progress: bool = True,
+    executor: Executor | None = None,
 ) -> int:
-    """Compute and store every cell without a result; return how many were computed."""
+    """Compute every cell without a result on `executor` (default: one after another
+    in this process) and store each as it finishes (only this process writes the
+    results file); return how many were computed."""
+    executor = executor or LocalExecutor()
     todo = pending(cells, results)
+    by_key = {str(cell.key): cell for cell in todo}
     shown = progress and sys.stderr.isatty()
     with tqdm(total=len(todo), unit="cell", disable=not shown, dynamic_ncols=True) as bar:
-        for cell in todo:
-            entry = loaded.models[cell.model]
+
+        def unit(cell: Cell) -> Unit[CellResult]:
+            entry = models[cell.model]
             images = sets.of(TABLES[cell.table], options.limit)
-            bar.set_description(cell.describe())
-            done = [0]
+            advance = None
+            if isinstance(executor, LocalExecutor):
+                bar.set_description(cell.describe())
+                done = [0]
 
-            def advance(count: int, done: list[int] = done, total: int = len(images)) -> None:
-                done[0] += count
-                bar.set_postfix_str(f"{done[0]}/{total} images")
+                def advance(count: int, done: list[int] = done, total: int = len(images)) -> None:
+                    done[0] += count
+                    bar.set_postfix_str(f"{done[0]}/{total} images")
 
-            result = compute_cell(
-                loaded.get(cell.model),
-                entry,
-                scenario=cell.settings["scenario"],
-                attack=cell.settings["attack"],
-                params=dict(cell.settings["params"]),
-                on_defense=cell.row in ADAPTIVE_ROWS,
-                source=cell.source,
-                images=images,
-                runs=options.runs,
-                seed=options.seed,
-                batch_size=options.batch_size,
-                chunk_size=options.chunk_size,
-                progress=advance,
-            )
-            results.add(cell, dataclasses.asdict(result))
+            arguments = {
+                "scenario": cell.settings["scenario"],
+                "attack": cell.settings["attack"],
+                "params": dict(cell.settings["params"]),
+                "on_defense": cell.row in ADAPTIVE_ROWS,
+                "source": cell.source,
+                "images": images,
+                "runs": options.runs,
+                "seed": options.seed,
+                "batch_size": options.batch_size,
+                "chunk_size": options.chunk_size,
+                "progress": advance,
+            }
+            return Unit(str(cell.key), compute_cell_of, (resident(entry), entry, arguments))
+
+        for outcome in executor.run(unit(cell) for cell in todo):
+            cell, result = by_key[outcome.key], outcome.value
+            results.add(cell, dataclasses.asdict(result), outcome.record())
             logging.info(
                 "%s: target %.1f%%, defense %.1f%% (%.0f s)",
                 cell.describe(),
@@ -237,6 +238,13 @@ def compute_pending(
             )
             bar.update()
     return len(todo)
+
+
+def compute_cell_of(
+    model: Resident[keras.Model], entry: ModelEntry, arguments: Mapping[str, Any]
+) -> CellResult:
+    """`compute_cell` with its keyword arguments as one mapping (a unit of work)."""
+    return compute_cell(model, entry, **arguments)
 
 
 def _notes(
@@ -345,7 +353,7 @@ def check_figure(
 
 
 def write_figure(
-    loaded: LoadedModel,
+    models: ModelSet,
     model_name: str,
     images: ImageSet,
     image_name: str,
@@ -355,13 +363,13 @@ def write_figure(
 ) -> list[Path]:
     """The Figure-1 triptych (plots/figure1.png and .pdf) of one image attacked by `row`
     on `model_name` in the vanilla scenario."""
-    check_figure(loaded.models, images, model_name, image_name, row, options.overrides)
-    entry = loaded.models[model_name]
+    check_figure(models, images, model_name, image_name, row, options.overrides)
+    entry = models[model_name]
     index = images.names.index(image_name)
     attack, params = row_attack(row, randomized=True, overrides=options.overrides)
     assert attack is not None, "attack rows have an attack"
     example = attack_example(
-        loaded.get(model_name),
+        resident(entry).get(),
         entry,
         attack=attack,
         params=params,

@@ -25,6 +25,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,8 @@ import keras
 import numpy as np
 import numpy.typing as npt
 
+from attacks.execution.executor import Executor, LocalExecutor, Unit
+from attacks.execution.resident import Resident
 from attacks.robustness.cells import (
     CLEAN,
     COSINE,
@@ -342,7 +345,7 @@ def assemble(
 
 
 def evaluate_robustness(
-    model: keras.Model,
+    model: keras.Model | Resident[keras.Model],
     config: DefenseConfig,
     images: npt.ArrayLike,
     labels: npt.ArrayLike,
@@ -366,7 +369,8 @@ def evaluate_robustness(
     identity: Mapping[str, Any] | None = None,
     name: str | None = None,
     checkpoint_sha256: str | None = None,
-    progress: Callable[[list[CardCell]], Iterable[CardCell]] | None = None,
+    executor: Executor | None = None,
+    progress: Callable[[int, int, str | None], object] | None = None,
 ) -> Card:
     """The robustness card of `model` behind `config` on `images` (float [-1, 1] NHWC)
     with their true `labels`.
@@ -382,8 +386,11 @@ def evaluate_robustness(
 
     With `cells_dir`, finished cells are stored there as they finish and a rerun
     computes only the missing ones (a folder of other settings, `identity` included,
-    is refused; see `CellStore`). `progress`, if given, wraps the list of cells left to
-    compute (`tqdm` does: a progress bar with ETA).
+    is refused; see `CellStore`). The cells run on `executor` (default: one after
+    another in this process; `RayExecutor`: on a Ray cluster, `model` then best a
+    `Resident` that loads it in each worker), with the same numbers. `progress`, if
+    given, is called with (cells done, cells to compute, the key of the cell just
+    done) at the start (key None) and after each cell.
     """
     budget = Budget(
         epsilon=epsilon,
@@ -425,26 +432,37 @@ def evaluate_robustness(
             if found is not None:
                 results[cell.key] = found
     todo = [cell for cell in cells if cell.key not in results]
-    adversarials: dict[str, tuple[np.ndarray, Redraws]] = {}
-    for cell in progress(todo) if progress else todo:
-        shard_images, shard_labels = shard_inputs(images, labels, cell)
+    report = progress or (lambda done, total, key: None)
+    report(0, len(todo), None)
+    resident = model if isinstance(model, Resident) else Resident.of(f"card-{uuid.uuid4()}", model)
+    # Without a store, the attacks' adversarials wait in memory for `strongest`.
+    kept: dict[str, tuple[np.ndarray, Redraws]] = {}
+
+    def unit(cell: CardCell) -> Unit[CellResult]:
         attacks = None
         if cell.step == STRONGEST:
             attacks = {
-                attack.step: _adversarials(attack, redraws, images.shape[1:], adversarials, store)
+                attack.step: _adversarials(attack, redraws, images.shape[1:], kept, store)
                 for attack in cells
                 if attack.step in ATTACKS and attack.shard == cell.shard
             }
-        found = compute_cell(
-            model, config, shard_images, shard_labels, settings, root, cell, attacks
-        )
-        if store is not None:
-            store.add(cell, found)
-        if found.adversarials is not None:
-            adversarials[cell.key] = (found.adversarials, found.judged)
-        results[cell.key] = dataclasses.replace(found, adversarials=None)
-        if cell.step == STRONGEST:
-            adversarials.clear()
+        arguments = (resident, config, *shard_inputs(images, labels, cell), settings, root, cell)
+        return Unit(cell.key, compute_cell, (*arguments, attacks))
+
+    by_key = {cell.key: cell for cell in todo}
+    # Each shard's `strongest` needs its attacks: it runs once every other cell is done.
+    phases = [[c for c in todo if c.step != STRONGEST], [c for c in todo if c.step == STRONGEST]]
+    done = 0
+    for phase in phases:
+        for outcome in (executor or LocalExecutor()).run(unit(cell) for cell in phase):
+            cell, found = by_key[outcome.key], outcome.value
+            if store is not None:
+                store.add(cell, found, outcome.record())
+            elif found.adversarials is not None:
+                kept[cell.key] = (found.adversarials, found.judged)
+            results[cell.key] = dataclasses.replace(found, adversarials=None)
+            done += 1
+            report(done, len(todo), cell.key)
     return assemble(
         settings,
         cells,

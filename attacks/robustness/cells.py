@@ -37,6 +37,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from attacks.execution.resident import Resident
 from attacks.kinds import check_count
 from attacks.paper.cells import differences
 from attacks.robustness.convergence import (
@@ -176,7 +177,7 @@ def shard_seed(root: int, cell: CardCell) -> int:
 
 
 def compute_cell(
-    model: keras.Model,
+    model: keras.Model | Resident[keras.Model],
     config: DefenseConfig,
     images: np.ndarray,
     labels: np.ndarray,
@@ -187,7 +188,10 @@ def compute_cell(
 ) -> CellResult:
     """Compute `cell` on its shard's `images` (float [-1, 1] NHWC) and `labels`, its seeds
     derived from the root seed `root`; a `strongest` cell takes its shard's `attacks`
-    (name -> adversarials and their judgement)."""
+    (name -> adversarials and their judgement). `model` may be a `Resident` (built once
+    per worker process)."""
+    if isinstance(model, Resident):
+        model = model.get()
     budget = settings.budget
     seed = shard_seed(root, cell)
     judge_seed = derive_seed(seed, "judgement")
@@ -356,8 +360,9 @@ class CellStore:
             )
         return array
 
-    def add(self, cell: CardCell, result: CellResult) -> None:
-        """Store a finished cell: its adversarials first, then its JSON, each atomically."""
+    def add(self, cell: CardCell, result: CellResult, ran: Mapping[str, Any] | None = None) -> None:
+        """Store a finished cell: its adversarials first, then its JSON (with `ran`: where
+        and how it ran, e.g. worker, node, seconds, attempts), each atomically."""
         if result.adversarials is not None:
             adversarials = np.ascontiguousarray(result.adversarials, np.float32)
             write_atomic(
@@ -365,6 +370,8 @@ class CellStore:
                 lambda handle: np.save(handle, adversarials, allow_pickle=False),
             )
         record: dict[str, Any] = {"cell": cell.key, "seconds": result.seconds}
+        if ran is not None:
+            record["ran"] = dict(ran)
         if result.cosines is not None:
             record["cosines"] = [float(value) for value in result.cosines]
         if result.correct is not None:

@@ -126,6 +126,40 @@ def test_bad_flags_exit_2_before_anything_runs(command, capsys, tmp_path, flag, 
     assert not output.exists()
 
 
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (
+            ["--executor=ray", "--ray_address=127.0.0.1:9"],
+            "--ray_address 127.0.0.1:9: no Ray cluster answers there",
+        ),
+        (["--executor=ray", "--ray_address=nowhere"], "--ray_address must be HOST:PORT or auto"),
+        (["--ray_address=127.0.0.1:6379"], "--ray_address needs --executor 'ray'"),
+        (["--executor=ray", "--cpus_per_task=-1"], "--cpus_per_task must be a number >= 0"),
+        (["--executor=ray", "--max_retries=-1"], "--max_retries must be an integer >= 0"),
+    ],
+)
+def test_bad_executor_flags_exit_2_within_seconds(command, capsys, tmp_path, flags, message):
+    output = tmp_path / "out"
+    start = time.monotonic()
+    assert command(FACTORY, f"--dataset_dir={tmp_path}", f"--output_dir={output}", *flags) == 2
+    assert time.monotonic() - start < 10
+    error = capsys.readouterr().err
+    assert f"evaluate_robustness: error: {message}" in error, error
+    assert not output.exists()
+
+
+def test_executor_ray_without_ray_names_the_extra(command, capsys, monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    output = tmp_path / "out"
+    assert (
+        command(FACTORY, f"--dataset_dir={tmp_path}", f"--output_dir={output}", "--executor=ray")
+        == 2
+    )
+    error = capsys.readouterr().err
+    assert "pip install 'randomization-defense[cluster]'" in error, error
+
+
 @pytest.fixture(scope="module")
 def command():
     """The command's main() in this process: flag checks come before any model or

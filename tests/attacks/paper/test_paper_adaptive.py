@@ -11,7 +11,7 @@ from PIL import Image
 from attacks.paper.cells import ResultsFile, SettingsMismatch, pending
 from attacks.paper.data import read_image_set
 from attacks.paper.models import ModelEntry
-from attacks.paper.run import ImageSets, LoadedModel, RunOptions, compute_pending, plan, render
+from attacks.paper.run import ImageSets, RunOptions, compute_pending, plan, render
 from attacks.paper.tables import ADAPTIVE, ADAPTIVE_APGD, ADAPTIVE_ROWS
 from tests.support.digits import DEFENSE, INPUT_SIZE, NUM_CLASSES, OUT_SIZE
 
@@ -66,7 +66,7 @@ def test_apgd_eot_is_at_least_as_strong_as_eot_pgd_and_resumes(run, tmp_path):
     results = ResultsFile(tmp_path / "results.jsonl")
     cells = [cell for table, rows in RUNS for cell in plan(models, sets, options(table, rows))]
     results.check(cells)
-    assert compute_pending(cells, results, LoadedModel(models), sets, options(*RUNS[0])) == 3
+    assert compute_pending(cells, results, models, sets, options(*RUNS[0])) == 3
     measured = {(cell.table, cell.row): results.result(cell) for cell in cells}
     for (table, row), record in measured.items():
         assert record is not None
@@ -97,3 +97,35 @@ def test_apgd_eot_is_at_least_as_strong_as_eot_pgd_and_resumes(run, tmp_path):
     other = {**OVERRIDES, ADAPTIVE_APGD: {**OVERRIDES[ADAPTIVE_APGD], "n_iter": 9}}
     with pytest.raises(SettingsMismatch, match=r"params\.n_iter: 8 in the file, 9 now"):
         again.check(plan(models, sets, options(2, ADAPTIVE_ROWS, other)))
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("ray")
+def test_the_cells_on_ray_are_the_local_cells(run, tmp_path):
+    """The same cells computed as Ray tasks (a local instance of 2 CPUs) are the same
+    lines of the results file, but for when and where they ran."""
+    from attacks.execution.executor import RayExecutor
+
+    models, sets = run
+    cells = [cell for table, rows in RUNS for cell in plan(models, sets, options(table, rows))]
+    found = {}
+    for name in ("local", "ray"):
+        results = ResultsFile(tmp_path / f"{name}.jsonl")
+        executor = RayExecutor(num_cpus=2) if name == "ray" else None
+        try:
+            compute_pending(cells, results, models, sets, options(*RUNS[0]), executor=executor)
+        finally:
+            if executor is not None:
+                executor.close()
+        found[name] = {
+            str(cell.key): {
+                field: value
+                for field, value in results.result(cell).items()
+                if field not in ("finished", "seconds", "ran")
+            }
+            for cell in cells
+        }
+        ran = [results.result(cell)["ran"] for cell in cells]
+        assert all(record["attempts"] == 1 for record in ran)
+        assert all((record["node"] == "local") == (name == "local") for record in ran)
+    assert found["ray"] == found["local"]

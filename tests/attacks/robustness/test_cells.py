@@ -104,11 +104,9 @@ def without_timings(card):
 def stop_after(count):
     """A progress hook that interrupts the card once `count` cells are computed."""
 
-    def progress(cells):
-        for index, cell in enumerate(cells):
-            if index == count:
-                raise KeyboardInterrupt
-            yield cell
+    def progress(done, total, key):
+        if done == count:
+            raise KeyboardInterrupt
 
     return progress
 
@@ -134,17 +132,45 @@ def test_an_interrupted_card_resumes_to_the_card_computed_in_one_go(
         )
     assert len(list(tmp_path.glob("*.shard0.json"))) == done
     assert len(list(tmp_path.glob("*.npy"))) == len(ATTACKS)
-    left = []
+    reports = []
     resumed = evaluate_robustness(
         digits.model,
         small_defense,
         images,
         labels,
-        progress=lambda cells: left.extend(cells) or cells,
+        progress=lambda *report: reports.append(report),
         **{**arguments, "seed": None},
     )
     sweeps = {name: tiny_card[name] for name in ("sweep_samples", "sweep_iterations")}
     sweeps |= {name: tiny_card[name] for name in ("cosine_samples", "epsilons")}
-    assert left[0].step == STRONGEST
-    assert len(left) == len(card_cells(CardSettings(**sweeps), 10)) - done
+    left = len(card_cells(CardSettings(**sweeps), 10)) - done
+    assert reports[0] == (0, left, None) and reports[-1] == (left, left, "strongest.shard0")
+    assert [done for done, _, _ in reports] == list(range(left + 1))
     assert without_timings(resumed) == without_timings(card)
+    ran = json.loads((tmp_path / "strongest.shard0.json").read_text())["ran"]
+    assert ran["attempts"] == 1 and ran["node"] == "local" and ran["seconds"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("ray")
+def test_the_card_on_ray_is_the_local_card(card, digits, small_defense, sample, tiny_card):
+    """Cells as Ray tasks on a local instance of 2 CPUs (the model shipped with each
+    cell): the numbers of the card computed in one go in this process."""
+    from attacks.execution.executor import RayExecutor
+
+    images, labels = (a[:10] for a in sample)
+    executor = RayExecutor(num_cpus=2)
+    try:
+        on_ray = evaluate_robustness(
+            digits.model,
+            small_defense,
+            images,
+            labels,
+            seed=0,
+            checkpoint_sha256="ab" * 32,
+            executor=executor,
+            **tiny_card,
+        )
+    finally:
+        executor.close()
+    assert without_timings(on_ray) == without_timings(card)

@@ -1,0 +1,59 @@
+"""A two-node Ray cluster on this machine (`ray.cluster_utils.Cluster`): a node removed
+mid-run loses no unit; its units are submitted again and finish on the node left."""
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from attacks.execution.executor import RayExecutor, Unit
+
+ray = pytest.importorskip("ray")
+cluster_utils = pytest.importorskip("ray.cluster_utils")
+pytestmark = pytest.mark.xdist_group("ray")
+
+
+def slow(value, seconds, folder):
+    """Says on which node it runs (a file named by the node), then takes `seconds`."""
+    node = ray.get_runtime_context().get_node_id()
+    (Path(folder) / f"{value}.{node}").touch()
+    time.sleep(seconds)
+    return value
+
+
+def remove_when_busy(cluster, node, folder, seconds=120):
+    """Remove `node` (as by a crash) once a unit runs on it."""
+    deadline = time.monotonic() + seconds
+    while not list(Path(folder).glob(f"*.{node.node_id}")):
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.05)
+    cluster.remove_node(node, allow_graceful=False)
+
+
+@pytest.fixture
+def cluster():
+    """A head that runs nothing and two worker nodes of one CPU each."""
+    cluster = cluster_utils.Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
+    cluster.wait_for_nodes()
+    yield cluster, nodes
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def test_a_node_lost_mid_run_loses_no_unit(cluster, tmp_path):
+    cluster, nodes = cluster
+    executor = RayExecutor(ray_address=cluster.address, max_retries=2)
+    units = [Unit(f"u{i}", slow, (i, 2.0, str(tmp_path))) for i in range(4)]
+    lost = threading.Thread(target=remove_when_busy, args=(cluster, nodes[1], tmp_path))
+    lost.start()
+    try:
+        outcomes = list(executor.run(units))
+    finally:
+        lost.join()
+        executor.close()
+    assert sorted(outcome.value for outcome in outcomes) == [0, 1, 2, 3]
+    assert max(outcome.attempts for outcome in outcomes) == 2
+    assert {outcome.node for outcome in outcomes} == {nodes[0].node_id}
