@@ -177,6 +177,7 @@ def main(argv: list[str]) -> int:
         ImageSets,
         RunOptions,
         check_figure,
+        check_shared,
         compute_pending,
         plan,
         render,
@@ -250,6 +251,7 @@ def main(argv: list[str]) -> int:
         cells = plan(models, sets, options)
         results.check(cells)
         executor = execution_flags.executor_from_flags()
+        check_shared(sets, executor)
     except (ValueError, InputError, CheckpointError) as error:
         return cli.fail(PROGRAM, error, flag_names=FLAG_NAMES)
     todo = pending(cells, results)

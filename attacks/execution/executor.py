@@ -78,6 +78,11 @@ class Executor(Protocol):
         """Run `units`; yield each one's outcome when it finishes (any order)."""
         ...
 
+    def on_every_node(self, function: Callable[..., T], *arguments: Any) -> dict[str, T]:
+        """`function(*arguments)` on every node (e.g. what a node sees of shared storage),
+        by node name."""
+        ...
+
     def close(self) -> None:
         """Release what the executor holds (a Ray connection it made)."""
         ...
@@ -117,6 +122,10 @@ class LocalExecutor:
         for unit in units:
             value, worker, node, seconds = _timed(unit.function, *unit.arguments)
             yield Outcome(unit.key, value, worker, node, seconds)
+
+    def on_every_node(self, function: Callable[..., T], *arguments: Any) -> dict[str, T]:
+        """`function(*arguments)` here: the one node."""
+        return {"local": function(*arguments)}
 
     def close(self) -> None:
         """Nothing to release."""
@@ -211,6 +220,23 @@ class RayExecutor:
         finally:
             for reference in pending:
                 ray.cancel(reference, force=True)
+
+    def on_every_node(self, function: Callable[..., T], *arguments: Any) -> dict[str, T]:
+        """`function(*arguments)` as a task pinned to each live node (no CPU reserved, so
+        that a busy node answers too), by node address and id."""
+        ray = import_ray()
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        task = ray.remote(function)
+        references = {
+            f"{node['NodeManagerAddress']} ({node['NodeID'][:8]})": task.options(
+                num_cpus=0,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False),
+            ).remote(*arguments)
+            for node in ray.nodes()
+            if node["Alive"]
+        }
+        return {name: ray.get(reference) for name, reference in references.items()}
 
     def close(self) -> None:
         """Shut down the Ray instance this executor started (a cluster it joined stays)."""

@@ -73,6 +73,20 @@ class ImageSet:
             return self
         return self.take(sample(list(range(len(self))), size, seed))
 
+    def unseen(self) -> list[str]:
+        """The images this process cannot read as they were read at the start (missing, or
+        another content): run on every node, what a node does not share of the dataset."""
+        found = []
+        for path, digest in zip(self.paths, self.files, strict=True):
+            try:
+                data = read_bounded(path, max_bytes=MAX_FILE_BYTES)
+            except OSError as error:
+                found.append(f"{path.name} ({reason(error)})")
+                continue
+            if hashlib.sha256(data).hexdigest() != digest:
+                found.append(f"{path.name} (other content)")
+        return found
+
     def pixels(self, start: int, stop: int, size: int) -> np.ndarray:
         """uint8 [n, size, size, 3] of images start..stop-1, resized to size if needed."""
         try:

@@ -21,6 +21,7 @@ from absl import logging
 from tqdm import tqdm
 
 from attacks.catalog import DEFENSE, get_attack
+from attacks.competition.batches import listing
 from attacks.execution.executor import Executor, LocalExecutor, Unit
 from attacks.execution.resident import Resident
 from attacks.paper import plots
@@ -42,7 +43,7 @@ from attacks.paper.tables import (
     row_attack,
     row_title,
 )
-from defense.common.errors import ParameterError
+from defense.common.errors import InputError, ParameterError
 from defense.common.files import ensure_writable_dir, write_text_atomic
 
 TABLES_FILE, PLOTS_DIR = "tables.txt", "plots"
@@ -173,6 +174,23 @@ def plan(models: ModelSet, sets: ImageSets, options: RunOptions) -> list[Cell]:
                     )
                 )
     return cells
+
+
+def check_shared(sets: ImageSets, executor: Executor) -> None:
+    """Refuse, before any cell, a run whose workers would not read the images the driver
+    read: every node must see each image of the dataset and the subset, same digest."""
+    problems: dict[str, list[str]] = {}
+    for images in (sets.dataset, sets.subset):
+        for node, unseen in executor.on_every_node(ImageSet.unseen, images).items():
+            known = problems.setdefault(node, [])
+            known.extend(name for name in unseen if name not in known)
+    lines = [f"node {node}: {listing(unseen)}" for node, unseen in problems.items() if unseen]
+    if lines:
+        raise InputError(
+            "the dataset is not the same on every node of the cluster:\n  "
+            + "\n  ".join(lines)
+            + "\nPut dataset_dir (and subset_dir) on storage every node mounts at one path."
+        )
 
 
 def resident(entry: ModelEntry) -> Resident[keras.Model]:

@@ -1,6 +1,7 @@
 """A two-node Ray cluster on this machine (`ray.cluster_utils.Cluster`): a node removed
 mid-run loses no unit; its units are submitted again and finish on the node left."""
 
+import hashlib
 import threading
 import time
 from pathlib import Path
@@ -57,3 +58,33 @@ def test_a_node_lost_mid_run_loses_no_unit(cluster, tmp_path):
     assert sorted(outcome.value for outcome in outcomes) == [0, 1, 2, 3]
     assert max(outcome.attempts for outcome in outcomes) == 2
     assert {outcome.node for outcome in outcomes} == {nodes[0].node_id}
+
+
+def test_every_node_must_see_the_dataset_the_driver_read(cluster, tmp_path):
+    """Each node hashes the images itself: a file changed or gone after the driver read
+    it is reported for every node, before any cell runs."""
+    from attacks.paper.data import ImageSet
+    from attacks.paper.run import ImageSets, check_shared
+    from defense.common.errors import InputError
+
+    cluster, nodes = cluster
+    paths = []
+    for name in ("a.png", "b.png"):
+        (tmp_path / name).write_bytes(name.encode())
+        paths.append(tmp_path / name)
+    digests = tuple(hashlib.sha256(path.read_bytes()).hexdigest() for path in paths)
+    images = ImageSet(tuple(paths), (0, 1), digests)
+    executor = RayExecutor(ray_address=cluster.address)
+    try:
+        seen = executor.on_every_node(ImageSet.unseen, images)
+        assert len(seen) == 3 and all(unseen == [] for unseen in seen.values())
+        check_shared(ImageSets(images, images), executor)
+        paths[0].write_bytes(b"changed")
+        paths[1].unlink()
+        with pytest.raises(InputError, match="not the same on every node") as error:
+            check_shared(ImageSets(images, images), executor)
+    finally:
+        executor.close()
+    message = str(error.value)
+    for node in nodes:
+        assert f"({node.node_id[:8]}): a.png (other content), b.png (" in message
