@@ -5,7 +5,9 @@ By default: the entry's loop, ours exhaustive and with early exit (also with XLA
 early exit's saving on the trained digits CNN, bfloat16 where the CPU has bfloat16
 units, and each GPU's precisions (`attacks.benchmark.defense_speed`). `--attacks`
 times the batched attacks against their un-batched equivalents on the digits CNN
-(`attacks.benchmark.attack_speed`); `--memory` the peak RSS of the runner
+(`attacks.benchmark.attack_speed`); `--executors` a digits robustness card in cells
+on the local executor against Ray on this machine (`attacks.benchmark.executors`);
+`--memory` the peak RSS of the runner
 (`run_defense`, a generated checkpoint) for `--memory_images` images
 (`attacks.benchmark.memory`). The library is `attacks.benchmark`; this shell only
 parses the flags into a `BenchmarkOptions`.

@@ -35,6 +35,7 @@ class BenchmarkOptions:
     intra_op_threads: int = 0
     inter_op_threads: int = 0
     attacks: bool = False
+    executors: bool = False
     memory: bool = False
     memory_images: tuple[int, ...] = (16, 160)
     seed: int = 0
@@ -125,6 +126,12 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
         "attacks",
         d.attacks,
         "Time the batched attacks against un-batched loops.",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_boolean(
+        "executors",
+        d.executors,
+        "Time a digits robustness card on the local executor against Ray on this machine.",
         flag_values=flag_values,
     )
     flags.DEFINE_boolean(

@@ -1,6 +1,6 @@
 """One benchmark run as `BenchmarkOptions` say: the machine's description, then the
-defense's timing (default), the batched attacks (`attacks`) or the runner's memory
-(`memory`)."""
+defense's timing (default), the batched attacks (`attacks`), a card on the local
+executor against Ray (`executors`) or the runner's memory (`memory`)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,10 @@ def run_benchmark(options: BenchmarkOptions) -> None:
         from attacks.benchmark.attack_speed import attacks_benchmark
 
         attacks_benchmark(options)
+    elif options.executors:
+        from attacks.benchmark.executors import executors_benchmark
+
+        executors_benchmark(options)
     elif options.memory:
         from attacks.benchmark.memory import memory_benchmark
 

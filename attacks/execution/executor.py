@@ -164,10 +164,20 @@ class RayExecutor:
                 include_dashboard=False,
                 log_to_driver=False,
                 configure_logging=False,
-                runtime_env={"env_vars": dict(WORKER_ENVIRONMENT)},
+                runtime_env={"env_vars": self.worker_environment()},
             )
             self._started = True
         self._check_gpus(ray)
+
+    def worker_environment(self) -> dict[str, str]:
+        """The workers' environment: `WORKER_ENVIRONMENT`, and TensorFlow's thread pools
+        sized to a task's CPUs (else every worker takes every core of its node)."""
+        threads = str(max(1, int(self.cpus_per_task)))
+        return {
+            **WORKER_ENVIRONMENT,
+            "TF_NUM_INTRAOP_THREADS": threads,
+            "TF_NUM_INTEROP_THREADS": threads,
+        }
 
     def _check_gpus(self, ray: Any) -> None:
         """Refuse, before any work, tasks that no node of the cluster could run."""
