@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
+from attacks.execution.resident import Resident
 from defense.common.errors import ParameterError
 
 T = TypeVar("T")
@@ -209,9 +210,21 @@ class RayExecutor:
         task = ray.remote(_timed).options(
             num_cpus=self.cpus_per_task, num_gpus=self.gpus_per_task, max_retries=0
         )
+        # Values carried by residents (a model built in the driver) go into the object
+        # store once each, and each worker fetches one once, not with every unit.
+        stored: dict[str, Resident[Any]] = {}
+
+        def arguments(unit: Unit[T]) -> list[Any]:
+            return [
+                stored.setdefault(value.key, value.stored(ray.put))
+                if isinstance(value, Resident)
+                else value
+                for value in unit.arguments
+            ]
+
         pending: dict[Any, tuple[Unit[T], int]] = {}
         for unit in units:
-            pending[task.remote(unit.function, *unit.arguments)] = (unit, 1)
+            pending[task.remote(unit.function, *arguments(unit))] = (unit, 1)
         try:
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
@@ -224,7 +237,7 @@ class RayExecutor:
                 except (WorkerCrashedError, NodeDiedError, ObjectLostError, OwnerDiedError):
                     if attempt > self.max_retries:
                         raise
-                    pending[task.remote(unit.function, *unit.arguments)] = (unit, attempt + 1)
+                    pending[task.remote(unit.function, *arguments(unit))] = (unit, attempt + 1)
                     continue
                 yield Outcome(unit.key, value, worker, node, seconds, attempt)
         finally:

@@ -41,10 +41,17 @@ class Resident(Generic[T]):
         value: T = _RESIDENTS[self.key]
         return value
 
+    def stored(self, put: Callable[[T], Any]) -> Resident[T]:
+        """This resident as workers fetch it once each from an object store (`put`
+        stores its value, e.g. `ray.put`), if it carries its value; else itself."""
+        if isinstance(self.build, _Value):
+            return Resident(self.key, _Stored(put(self.build.value)))
+        return self
+
     @classmethod
     def of(cls, key: str, value: T) -> Resident[T]:
-        """A value already built (in the driver), shipped to workers with each unit (for
-        small values; a large model is better loaded by the workers themselves)."""
+        """A value already built (in the driver): used as it is in this process, and put
+        once into Ray's object store for a Ray executor's workers (`stored`)."""
         return cls(key, _Value(value))
 
 
@@ -56,3 +63,16 @@ class _Value(Generic[T]):
 
     def __call__(self) -> T:
         return self.value
+
+
+@dataclass(frozen=True)
+class _Stored(Generic[T]):
+    """A value in Ray's object store, fetched by the first unit of a worker that needs it."""
+
+    reference: Any
+
+    def __call__(self) -> T:
+        import ray
+
+        value: T = ray.get(self.reference)
+        return value
