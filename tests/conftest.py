@@ -65,13 +65,34 @@ def pytest_configure(config: pytest.Config) -> None:
         )
 
 
+def keep_xdist_groups(items: list[pytest.Item]) -> None:
+    """Give each item with `xdist_group` marks the `@group` suffix `--dist loadgroup` sends
+    it by, where pytest-xdist's own suffix did not take.
+
+    pytest-xdist (3.8) appends it to `item._nodeid`, which pytest 9.2 no longer reads (its
+    nodeid is `str(item._id)`, pytest-dev/pytest-xdist#1386), so every group would be
+    spread over the workers and its module fixtures built on each of them.
+    """
+    for item in items:
+        names = {
+            str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+            for mark in item.iter_markers("xdist_group")
+        }
+        suffix = "@" + "_".join(sorted(names))
+        if names and not item.nodeid.endswith(suffix):
+            item._id = type(item._id).parse(item.nodeid + suffix)
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip the selected gpu tests when TensorFlow sees no GPU.
+    """Keep the xdist groups (on a `--dist loadgroup` worker); skip the selected gpu tests
+    when TensorFlow sees no GPU.
 
-    `trylast` runs this after `-m`/`-k` deselection, so TensorFlow is imported only
-    when a gpu test is actually going to run.
+    `trylast` runs this after pytest-xdist's own grouping and after `-m`/`-k`
+    deselection, so TensorFlow is imported only when a gpu test is actually going to run.
     """
+    if getattr(config.option, "loadgroup", False):
+        keep_xdist_groups(items)
     gpu_items = [item for item in items if item.get_closest_marker("gpu")]
     if gpu_items and not visible_gpus(config):
         skip = pytest.mark.skip(reason="TensorFlow sees no GPU (--check_gpu makes this an error)")

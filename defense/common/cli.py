@@ -15,6 +15,7 @@ import re
 import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
@@ -80,6 +81,7 @@ def run_program(main: Callable[[list[str]], int], module: str, program: str) -> 
     itself (while TensorFlow is imported or a model loads) is one line and exit 130.
     """
     signal.signal(signal.SIGTERM, _interrupt)
+    sys.unraisablehook = _redeliver_interrupt(sys.unraisablehook)
     try:
         _run_absl(main, module, program)
     except KeyboardInterrupt:
@@ -112,6 +114,27 @@ def _run_absl(main: Callable[[list[str]], int], module: str, program: str) -> No
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _redeliver_interrupt(
+    previous: Callable[[sys.UnraisableHookArgs], object],
+) -> Callable[[sys.UnraisableHookArgs], None]:
+    """An unraisable-exception hook that sends an interruption again when it landed in a
+    finalizer (`__del__`, a weakref callback), where Python ignores any exception: the
+    signal then stops the program a moment later instead of being lost. (Sent from a
+    timer thread: sent here, the handler would run at once, still inside the hook.)"""
+
+    def hook(unraisable: sys.UnraisableHookArgs) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt) and unraisable.exc_value.args:
+            name = unraisable.exc_value.args[0]
+            if name in signal.Signals.__members__:
+                again = threading.Timer(0.01, os.kill, (os.getpid(), signal.Signals[name]))
+                again.daemon = True
+                again.start()
+                return
+        previous(unraisable)
+
+    return hook
 
 
 def run_writing(program: str, output: object, work: Callable[[], T]) -> T | int:

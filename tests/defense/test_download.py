@@ -559,12 +559,15 @@ def test_cli_unreachable_fails_with_instructions(target):
     assert listing(target) == []
 
 
-@pytest.mark.slow
-def test_cli_unknown_name_lists_known_models():
-    result = run_cli("no_such_model")
-    assert result.returncode == 2
-    assert "unknown model 'no_such_model'" in result.stderr
-    assert "ens_adv_inception_resnet_v2" in result.stderr
+def test_cli_unknown_name_lists_known_models(capsys):
+    """Refused before any download: the command's main() in this process."""
+    from tests.support.adversarial_helpers import in_process
+
+    main = in_process("defense.cli.download_checkpoints", capsys, "--noprogress")
+    code, stderr = main("no_such_model")
+    assert code == 2
+    assert "unknown model 'no_such_model'" in stderr
+    assert "ens_adv_inception_resnet_v2" in stderr
 
 
 @pytest.mark.slow

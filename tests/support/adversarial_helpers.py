@@ -3,7 +3,8 @@
 Shared by test_adversarial_set, test_generate, test_generate_adversarial_cli and
 test_evaluate_adversarial_cli. The stand-in attacker needs no network; the
 subprocess helpers run the commands and the competition entry points as the
-competition runtime would.
+competition runtime would; `command_module` and `in_process` run a command's main() in
+the test's own process (the CLI tests' bad input).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import csv
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -177,3 +179,23 @@ def command_module(name: str):
             sys.modules.pop(module, None)
     sys.modules.pop(name, None)
     return importlib.import_module(name)
+
+
+def in_process(name: str, capsys, *fixed: str) -> Callable[..., tuple[int, str]]:
+    """`run(*args)`: command module `name`'s main() in this process (`command_module`) with
+    `fixed` and `args` as its flags, for runs that stop on bad input; (exit status, stderr).
+
+    TensorFlow is imported first, so that main's quiet import of it leaves this process's
+    environment alone.
+    """
+    import tensorflow  # noqa: F401
+
+    module = command_module(name)
+    program = name.rsplit(".", 1)[-1]
+
+    def run(*args) -> tuple[int, str]:
+        module.FLAGS.unparse_flags()
+        code = module.main(module.FLAGS([program, *fixed, *map(str, args)]))
+        return code, capsys.readouterr().err
+
+    return run

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-NAMES = ["img_0.png", "img_1.png", "img_2.png"]
+NAMES = ["img_0.png", "img_1.png"]
 
 
 def remove_tree(path: Path) -> None:

@@ -379,3 +379,37 @@ def test_a_write_error_or_an_interruption_is_one_message(capsys):
     assert cli.run_writing("prog", "out.csv", interrupted) == cli.EXIT_INTERRUPTED
     assert "prog: interrupted; what was finished is kept in out.csv" in capsys.readouterr().err
     assert cli.run_writing("prog", "out.csv", lambda: "done") == "done"
+
+
+FINALIZER_PROGRAM = """
+import os, signal, sys, time
+from absl import flags
+from defense.common import cli
+
+class Finalized:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGTERM)  # the signal lands while a finalizer runs
+        sum(range(1000))
+
+def main(argv):
+    Finalized()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
+    print("finished", flush=True)
+    return 0
+
+cli.run_program(main, __name__, "prog")
+"""
+
+
+def test_sigterm_landing_in_a_finalizer_still_stops_the_program(tmp_path):
+    """Python ignores an exception raised in `__del__` (TensorFlow's function collector
+    got SIGTERM there in CI); the stop must still reach the program."""
+    script = tmp_path / "program.py"
+    script.write_text(FINALIZER_PROGRAM)
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
+    assert (result.returncode, result.stdout) == (cli.EXIT_INTERRUPTED, ""), result.stderr
+    assert result.stderr.endswith("prog: interrupted\n")

@@ -47,6 +47,9 @@ from tests.support.container_mounts import (
 )
 from tests.support.container_replay import Replay, as_user
 
+# One worker for this file's tests, so that the replayed image (a module fixture) is built once.
+pytestmark = pytest.mark.xdist_group(__name__)
+
 # ------------------------------------------------------------------ fast checks
 
 

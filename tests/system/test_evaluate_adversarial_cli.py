@@ -1,11 +1,12 @@
-"""The evaluate_adversarial command (subprocesses): judging a generated adversarial set."""
+"""The evaluate_adversarial command: judging a generated adversarial set (a subprocess), and
+bad input (main() in process: it stops before any model is loaded)."""
 
 import json
 import re
 
 import pytest
 
-from tests.support.adversarial_helpers import read_stats, run_evaluate, stand_in_set
+from tests.support.adversarial_helpers import in_process, read_stats, run_evaluate, stand_in_set
 
 
 @pytest.mark.slow
@@ -34,6 +35,24 @@ def test_evaluate_judges_the_float_copies_and_says_so(fgsm_run, tmp_path):
 
 
 @pytest.fixture
+def evaluate(capsys):
+    """evaluate_adversarial on bad input, (exit status, stderr): main() in this process, but a
+    flag value absl refuses in a subprocess, where the program's runner reports it."""
+    from absl import flags
+
+    main = in_process("attacks.cli.evaluate_adversarial", capsys)
+
+    def run(*args) -> tuple[int, str]:
+        try:
+            return main(*args)
+        except flags.Error:
+            result = run_evaluate(*args)
+            return result.returncode, result.stderr
+
+    return run
+
+
+@pytest.fixture
 def judged_set(tmp_path):
     """An output directory of a stand-in fgsm run on two images, without float copies."""
     return stand_in_set(tmp_path)
@@ -51,7 +70,7 @@ def judged_set(tmp_path):
         (["--adversarial_dir={made}", "--source=float"], r"no float copy .*--save_float"),
     ],
 )
-def test_evaluate_bad_input_exits_2(judged_set, args, message):
-    result = run_evaluate(*(arg.format(made=judged_set) for arg in args))
-    assert result.returncode == 2
-    assert re.search(message, result.stderr), result.stderr
+def test_evaluate_bad_input_exits_2(evaluate, judged_set, args, message):
+    code, stderr = evaluate(*(arg.format(made=judged_set) for arg in args))
+    assert code == 2
+    assert re.search(message, stderr), stderr

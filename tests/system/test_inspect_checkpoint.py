@@ -1,4 +1,5 @@
-"""inspect_checkpoint.py: lists variables, names the registry model, explains mismatches."""
+"""inspect_checkpoint.py: lists variables, names the registry model, explains mismatches
+(subprocesses); unreadable checkpoints are refused (main() in process)."""
 
 import subprocess
 import sys
@@ -7,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.support.adversarial_helpers import in_process
 from tests.support.slim_reference.checkpoint_writer import write_checkpoint
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "inspect_checkpoint.py"
@@ -18,6 +20,12 @@ def inspect(*args):
     return subprocess.run(
         [sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=600
     )
+
+
+@pytest.fixture
+def main(capsys):
+    """inspect_checkpoint's main() in this process: (exit status, stderr)."""
+    return in_process("defense.cli.inspect_checkpoint", capsys)
 
 
 def test_matching_checkpoint_with_bookkeeping(irv2_values, tmp_path):
@@ -48,21 +56,21 @@ def test_checkpoint_of_another_net(irv2_values, tmp_path):
     assert "InceptionV3/Logits/Conv2d_1c_1x1/biases" in result.stdout
 
 
-def test_truncated_data_file(irv2_checkpoint, tmp_path):
+def test_truncated_data_file(main, irv2_checkpoint, tmp_path):
     prefix = tmp_path / "cut.ckpt"
     Path(f"{prefix}.index").write_bytes(Path(f"{irv2_checkpoint}.index").read_bytes())
     data = Path(f"{irv2_checkpoint}.data-00000-of-00001").read_bytes()
     Path(f"{prefix}.data-00000-of-00001").write_bytes(data[: len(data) // 2])
-    result = inspect(prefix)
-    assert result.returncode == 2
-    assert "truncated or corrupt" in result.stderr
+    code, stderr = main(prefix)
+    assert code == 2
+    assert "truncated or corrupt" in stderr
 
 
-def test_not_a_checkpoint(tmp_path):
+def test_not_a_checkpoint(main, tmp_path):
     junk = tmp_path / "junk.ckpt"
     junk.write_bytes(b"\x00garbage" * 100)
-    result = inspect(junk)
-    assert result.returncode == 2
-    assert "not a readable TensorFlow checkpoint" in result.stderr
-    missing = inspect(tmp_path / "missing.ckpt")
-    assert missing.returncode == 2 and "no checkpoint at" in missing.stderr
+    code, stderr = main(junk)
+    assert code == 2
+    assert "not a readable TensorFlow checkpoint" in stderr
+    code, stderr = main(tmp_path / "missing.ckpt")
+    assert code == 2 and "no checkpoint at" in stderr

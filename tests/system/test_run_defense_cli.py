@@ -1,4 +1,8 @@
-"""End-to-end: the absl runner and run_defense.sh on generated PNGs and a generated checkpoint."""
+"""End-to-end: the absl runner and run_defense.sh on generated PNGs and a generated checkpoint.
+
+Runs that stop before classifying (bad flags, locations, checkpoints) call the command's
+main() in process; the others run it as a subprocess, as a user would.
+"""
 
 import os
 import re
@@ -12,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+
+from tests.support.adversarial_helpers import in_process
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "run_defense.py"
@@ -35,6 +41,12 @@ def smooth_image(seed: int, size=(299, 299)) -> np.ndarray:
     return np.asarray(coarse.resize(size, Image.Resampling.BICUBIC))
 
 
+@pytest.fixture
+def main(capsys):
+    """run_defense's main() in this process: (exit status, stderr)."""
+    return in_process("defense.cli.run_defense", capsys, "--noprogress")
+
+
 @pytest.fixture(scope="module")
 def input_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("pngs")
@@ -50,14 +62,21 @@ def read_labels(path: Path) -> dict[str, int]:
     }
 
 
-def library_labels(checkpoint, folder, config, **overrides):
-    """What the library computes for the same run, batch by batch, with the same seed."""
+@pytest.fixture(scope="module")
+def library_model(irv2_checkpoint):
+    """The runner's model, loaded by the library from the generated checkpoint (its users
+    share an xdist group, so it is loaded once)."""
     from defense import models
+
+    return models.load("ens_adv_inception_resnet_v2", irv2_checkpoint)
+
+
+def library_labels(model, folder, config, **overrides):
+    """What the library computes for the same run, batch by batch, with the same seed."""
     from defense.common.images import read_image, to_model_input
     from defense.config import load_config
     from defense.ensemble import RandomizedEnsemble
 
-    model = models.load("ens_adv_inception_resnet_v2", checkpoint)
     ensemble = RandomizedEnsemble(model, load_config(config).replace(**overrides), seed=5)
     names = sorted(path.name for path in folder.iterdir())
     images = to_model_input(np.stack([read_image(folder / name).pixels for name in names]))
@@ -65,7 +84,8 @@ def library_labels(checkpoint, folder, config, **overrides):
     return dict(zip(names, labels.tolist(), strict=True))
 
 
-def test_runner_labels_equal_the_library(irv2_checkpoint, input_dir, tmp_path):
+@pytest.mark.xdist_group("library_model")
+def test_runner_labels_equal_the_library(irv2_checkpoint, library_model, input_dir, tmp_path):
     out = tmp_path / "labels.csv"
     result = run_cli(
         "--input_dir",
@@ -84,7 +104,7 @@ def test_runner_labels_equal_the_library(irv2_checkpoint, input_dir, tmp_path):
     assert result.returncode == 0, result.stderr
     labels = read_labels(out)
     assert list(labels) == sorted(labels) and len(labels) == 4
-    assert labels == library_labels(irv2_checkpoint, input_dir, "challenge", num_iterations=3)
+    assert labels == library_labels(library_model, input_dir, "challenge", num_iterations=3)
     assert re.search(r"early exit on: \d+ of 12 pattern-forwards evaluated", result.stderr)
     exhaustive = tmp_path / "exhaustive.csv"
     options = ("--num_iterations", 3, "--seed", 5, "--batch_size", 3, "--noearly_exit")
@@ -102,8 +122,10 @@ def test_runner_labels_equal_the_library(irv2_checkpoint, input_dir, tmp_path):
     assert "early exit off: 12 of 12 pattern-forwards evaluated (0 saved" in result.stderr
 
 
-def test_plain_config_is_the_argmax_of_the_logits(irv2_checkpoint, input_dir, tmp_path):
-    from defense import models
+@pytest.mark.xdist_group("library_model")
+def test_plain_config_is_the_argmax_of_the_logits(
+    irv2_checkpoint, library_model, input_dir, tmp_path
+):
     from defense.common.images import read_image, to_model_input
 
     out = tmp_path / "labels.csv"
@@ -119,10 +141,9 @@ def test_plain_config_is_the_argmax_of_the_logits(irv2_checkpoint, input_dir, tm
         "--class_names",
     )
     assert result.returncode == 0, result.stderr
-    model = models.load("ens_adv_inception_resnet_v2", irv2_checkpoint)
     names = sorted(path.name for path in input_dir.iterdir())
     images = to_model_input(np.stack([read_image(input_dir / name).pixels for name in names]))
-    expected = np.argmax(model(images)["logits"].numpy(), axis=1)
+    expected = np.argmax(library_model(images)["logits"].numpy(), axis=1)
     rows = [line.split(",", 2) for line in out.read_text().splitlines()]
     assert [int(row[1]) for row in rows] == expected.tolist()
     assert all(row[2] for row in rows)
@@ -170,7 +191,9 @@ def test_bad_images_are_reported_and_the_rest_classified(irv2_checkpoint, input_
         ("not_a_checkpoint", "not a readable TensorFlow checkpoint"),
     ],
 )
-def test_bad_checkpoints_fail_clearly(irv2_checkpoint, input_dir, tmp_path, problem, expected):
+def test_bad_checkpoints_fail_clearly(
+    main, irv2_checkpoint, input_dir, tmp_path, problem, expected
+):
     import tensorflow as tf
 
     prefix = tmp_path / "model.ckpt"
@@ -189,7 +212,7 @@ def test_bad_checkpoints_fail_clearly(irv2_checkpoint, input_dir, tmp_path, prob
         )
     elif problem == "not_a_checkpoint":
         Path(f"{prefix}.index").write_bytes(os.urandom(300))
-    result = run_cli(
+    code, stderr = main(
         "--input_dir",
         input_dir,
         "--output_file",
@@ -197,9 +220,9 @@ def test_bad_checkpoints_fail_clearly(irv2_checkpoint, input_dir, tmp_path, prob
         "--checkpoint_path",
         prefix,
     )
-    assert result.returncode == 2
-    assert expected in result.stderr
-    assert "ens_adv_inception_resnet_v2_2017_08_18.tar.gz" in result.stderr
+    assert code == 2
+    assert expected in stderr
+    assert "ens_adv_inception_resnet_v2_2017_08_18.tar.gz" in stderr
     assert not (tmp_path / "out.csv").exists()
 
 
@@ -213,7 +236,7 @@ def test_bad_checkpoints_fail_clearly(irv2_checkpoint, input_dir, tmp_path, prob
         ("bad_model", "unknown model"),
     ],
 )
-def test_bad_locations_and_flags_fail_before_loading(input_dir, tmp_path, setup, expected):
+def test_bad_locations_and_flags_fail_before_loading(main, input_dir, tmp_path, setup, expected):
     folder, out, extra = input_dir, tmp_path / "out.csv", []
     if setup == "missing_input":
         folder = tmp_path / "nowhere"
@@ -226,33 +249,33 @@ def test_bad_locations_and_flags_fail_before_loading(input_dir, tmp_path, setup,
         extra = ["--config", "chalenge"]
     else:
         extra = ["--model", "resnet_v9"]
-    result = run_cli("--input_dir", folder, "--output_file", out, *extra)
-    assert result.returncode == 2
-    assert expected in result.stderr
+    code, stderr = main("--input_dir", folder, "--output_file", out, *extra)
+    assert code == 2
+    assert expected in stderr
 
 
 def test_a_canvas_the_model_cannot_take_fails_before_the_weights_load(
-    irv2_checkpoint, input_dir, tmp_path
+    main, irv2_checkpoint, input_dir, tmp_path
 ):
     config = tmp_path / "tiny.json"
     config.write_text('{"low": 50, "high": 60, "out_size": 60}')
     flags = {"input_dir": input_dir, "output_file": tmp_path / "out.csv", "config": config}
     flags |= {"checkpoint_path": irv2_checkpoint, "model": "inception_resnet_v2"}
-    result = run_cli(*(f"--{name}={value}" for name, value in flags.items()))
-    assert result.returncode == 2
-    assert "config tiny: inception_resnet_v2 cannot take 60x60 inputs" in result.stderr
-    assert "Traceback" not in result.stderr
+    code, stderr = main(*(f"--{name}={value}" for name, value in flags.items()))
+    assert code == 2
+    assert "config tiny: inception_resnet_v2 cannot take 60x60 inputs" in stderr
+    assert "Traceback" not in stderr
 
 
-def test_an_input_image_as_output_is_refused_and_kept(input_dir, tmp_path):
+def test_an_input_image_as_output_is_refused_and_kept(main, input_dir, tmp_path):
     image = input_dir / "image_0.png"
     before = image.read_bytes()
     for batch_size in ("1", "16"):
-        result = run_cli(
+        code, stderr = main(
             "--input_dir", input_dir, "--output_file", image, "--batch_size", batch_size
         )
-        assert result.returncode == 2
-        assert "is one of the input images" in result.stderr
+        assert code == 2
+        assert "is one of the input images" in stderr
     assert image.read_bytes() == before
 
 
@@ -394,7 +417,7 @@ def test_bundled_samples(irv2_checkpoint, tmp_path):
         ("resnet_v2_101", "challenge"),
     ],
 )
-def test_every_architecture_runs(model, config, input_dir, tmp_path):
+def test_every_architecture_runs(main, model, config, input_dir, tmp_path):
     from defense import models
     from tests.support.slim_reference.checkpoint_writer import (
         deterministic_values,
@@ -424,7 +447,7 @@ def test_every_architecture_runs(model, config, input_dir, tmp_path):
     assert sorted(labels) == [f"image_{i}.png" for i in range(4)]
     assert all(0 <= label <= 1000 for label in labels.values())
     if model == "resnet_v2_101":
-        wrong = run_cli(
+        code, stderr = main(
             "--input_dir",
             input_dir,
             "--output_file",
@@ -436,5 +459,5 @@ def test_every_architecture_runs(model, config, input_dir, tmp_path):
             "--aux_head",
             "tf_models",
         )
-        assert wrong.returncode == 2
-        assert "--aux_head does not apply to resnet_v2_101" in wrong.stderr
+        assert code == 2
+        assert "--aux_head does not apply to resnet_v2_101" in stderr

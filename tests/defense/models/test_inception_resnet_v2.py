@@ -9,6 +9,7 @@ agreement, and a checkpoint that does not fit must be refused with its names.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import defense.models
 from defense.models import CheckpointError, expected_shapes, get_spec, load
 from tests.support.slim_reference.checkpoint_writer import (
     Edit,
@@ -27,6 +29,9 @@ from tests.support.slim_reference.checkpoint_writer import (
     write_checkpoint,
 )
 from tests.support.slim_reference.inception_resnet_v2 import Getter, forward, variable_shapes
+
+# One worker for this file's tests, so that its module fixtures are built once.
+pytestmark = pytest.mark.xdist_group(__name__)
 
 MODEL = "ens_adv_inception_resnet_v2"
 AUX_HEADS = ("entry", "tf_models")
@@ -91,16 +96,38 @@ def models(irv2_checkpoint: str) -> dict[str, keras.Model]:
 
 
 @pytest.fixture(scope="module")
+def built() -> keras.Model:
+    """One model of the entry's architecture, for the tests that load other checkpoints."""
+    return defense.models.build(MODEL)
+
+
+@pytest.fixture
+def load_built(built: keras.Model, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], keras.Model]:
+    """`load(MODEL, prefix)` with its build handing back `built`: loading assigns every
+    variable strictly, whatever the model held before, so one build serves every load."""
+    monkeypatch.setattr(defense.models, "build", lambda name, **options: built)
+    return lambda prefix: load(MODEL, prefix)
+
+
+@pytest.fixture(scope="module")
 def images_299() -> np.ndarray:
     return smooth_images(299)
 
 
 @pytest.fixture(scope="module")
+def reference(irv2_values: dict[str, np.ndarray]) -> Callable[[int, str], dict[str, np.ndarray]]:
+    """Reference outputs on `smooth_images(size)` with the generated weights, by size and
+    aux head, each computed once."""
+    get = values_getter(irv2_values)
+    return functools.cache(lambda size, aux_head: run_reference(smooth_images(size), get, aux_head))
+
+
+@pytest.fixture(scope="module")
 def reference_299(
-    images_299: np.ndarray, irv2_values: dict[str, np.ndarray]
+    reference: Callable[[int, str], dict[str, np.ndarray]],
 ) -> dict[str, np.ndarray]:
     """Reference outputs (entry aux head) on the original generated weights."""
-    return run_reference(images_299, values_getter(irv2_values))
+    return reference(299, "entry")
 
 
 @pytest.mark.slow
@@ -127,11 +154,13 @@ def test_variable_manifest_matches_reference(aux_head: str):
 @pytest.mark.parametrize("size", [299, 331])
 @pytest.mark.parametrize("aux_head", AUX_HEADS)
 def test_keras_model_matches_reference(
-    aux_head: str, size: int, models: dict[str, keras.Model], irv2_values: dict[str, np.ndarray]
+    aux_head: str,
+    size: int,
+    models: dict[str, keras.Model],
+    reference: Callable[[int, str], dict[str, np.ndarray]],
 ):
-    images = smooth_images(size)
-    want = run_reference(images, values_getter(irv2_values), aux_head)
-    got = run_model(models[aux_head], images)
+    want = reference(size, aux_head)
+    got = run_model(models[aux_head], smooth_images(size))
     assert max(max_abs_diff(got, want).values()) <= TOL
     # The generated weights must make the comparison meaningful: labels depend on the image.
     assert len(set(want["logits"].argmax(axis=1))) > 1
@@ -139,11 +168,9 @@ def test_keras_model_matches_reference(
 
 
 @pytest.mark.slow
-def test_aux_heads_differ(images_299: np.ndarray, irv2_values: dict[str, np.ndarray]):
+def test_aux_heads_differ(reference: Callable[[int, str], dict[str, np.ndarray]]):
     """The two aux heads are really different computations on the same variables."""
-    get = values_getter(irv2_values)
-    entry = run_reference(images_299, get, "entry")
-    tf_models = run_reference(images_299, get, "tf_models")
+    entry, tf_models = reference(299, "entry"), reference(299, "tf_models")
     diff = max_abs_diff(entry, tf_models)
     assert diff["logits"] == 0.0
     assert diff["aux_logits"] > 100 * TOL
@@ -173,12 +200,13 @@ def test_swapped_tensors_break_agreement(
     irv2_values: dict[str, np.ndarray],
     images_299: np.ndarray,
     reference_299: dict[str, np.ndarray],
+    load_built: Callable[[str], keras.Model],
     tmp_path: Path,
 ):
     """A loader that mixed up same-shaped tensors would fail the reference comparison."""
     assert irv2_values[first].shape == irv2_values[second].shape
     swapped = {**irv2_values, first: irv2_values[second], second: irv2_values[first]}
-    model = load(MODEL, write_checkpoint(tmp_path / "swapped.ckpt", swapped))
+    model = load_built(write_checkpoint(tmp_path / "swapped.ckpt", swapped))
     got = run_model(model, images_299)
     # Loading follows the names: the model still agrees with the reference on the same weights...
     assert max(max_abs_diff(got, run_reference(images_299, values_getter(swapped))).values()) <= TOL
@@ -198,11 +226,12 @@ def test_unfit_checkpoint_is_refused_by_name(
     name: str,
     edit: Edit,
     irv2_values: dict[str, np.ndarray],
+    load_built: Callable[[str], keras.Model],
     tmp_path: Path,
 ):
     prefix = write_checkpoint(tmp_path / "unfit.ckpt", edit(irv2_values))
     with pytest.raises(CheckpointError) as caught:
-        load(MODEL, prefix)
+        load_built(prefix)
     assert name in str(caught.value)
 
 
@@ -211,6 +240,7 @@ def test_bookkeeping_entries_are_ignored(
     irv2_values: dict[str, np.ndarray],
     images_299: np.ndarray,
     reference_299: dict[str, np.ndarray],
+    load_built: Callable[[str], keras.Model],
     tmp_path: Path,
 ):
     weights = f"{S}/Conv2d_1a_3x3/weights"
@@ -221,7 +251,7 @@ def test_bookkeeping_entries_are_ignored(
         f"{weights}/RMSProp": np.full_like(irv2_values[weights], 7.0),
         f"{weights}/RMSProp_1": np.full_like(irv2_values[weights], -7.0),
     }
-    model = load(MODEL, write_checkpoint(tmp_path / "trained.ckpt", {**irv2_values, **bookkeeping}))
+    model = load_built(write_checkpoint(tmp_path / "trained.ckpt", {**irv2_values, **bookkeeping}))
     assert max(max_abs_diff(run_model(model, images_299), reference_299).values()) <= TOL
 
 
@@ -237,11 +267,14 @@ def _overwrite_middle(data: bytes) -> bytes:
 @pytest.mark.slow
 @pytest.mark.parametrize("damage", [_truncate, _overwrite_middle], ids=["truncated", "overwritten"])
 def test_damaged_data_file_is_refused(
-    damage: Callable[[bytes], bytes], irv2_checkpoint: str, tmp_path: Path
+    damage: Callable[[bytes], bytes],
+    irv2_checkpoint: str,
+    load_built: Callable[[str], keras.Model],
+    tmp_path: Path,
 ):
     prefix = copy_checkpoint(irv2_checkpoint, tmp_path, damage)
     with pytest.raises(CheckpointError, match=r"truncated|corrupt"):
-        load(MODEL, prefix)
+        load_built(prefix)
 
 
 def test_file_that_is_not_a_checkpoint_is_refused(tmp_path: Path):

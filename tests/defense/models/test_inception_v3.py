@@ -30,7 +30,11 @@ from tests.support.slim_reference.checkpoint_writer import (
 from tests.support.slim_reference.tf_slim_graphs import run, tf_slim, variable_shapes
 
 S = inception_v3.SCOPE
-pytestmark = pytest.mark.filterwarnings("ignore:`layer.apply` is deprecated:UserWarning")
+# One worker for this file's tests, so that its module fixtures are built once.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:`layer.apply` is deprecated:UserWarning"),
+    pytest.mark.xdist_group(__name__),
+]
 SIZES = (299, 331)
 
 # Largest allowed |Keras - tf_slim| on any logit or aux logit. Measured on these

@@ -28,6 +28,9 @@ from tests.support.slim_reference.checkpoint_writer import (
     write_checkpoint,
 )
 
+# One worker for this file's tests, so that its module fixtures are built once.
+pytestmark = pytest.mark.xdist_group(__name__)
+
 S = resnet_v2.SCOPE
 SIZES = (299, 331)
 
