@@ -20,6 +20,14 @@ detects and repairs what they change but cannot stop them; run untrusted
 submissions with --runtime=docker (read-only inputs, no network, --docker_memory
 and --docker_cpus limits).
 
+With --executor=ray the pieces of each phase (the attacks, then the defenses) run
+side by side as Ray tasks (--cpus_per_task, --gpus_per_task: with --runtime=docker
+and --gpu a piece's container gets `--gpus "device=..."` of its task's GPUs), on a
+local instance or the cluster at --ray_address, whose nodes must all see the
+dataset, the submissions and --intermediate_results_dir at the same paths. The
+outputs are the same as with --executor=local (timings aside); only this process
+writes records and results.
+
 Exit status: 0 when every piece ran cleanly, 1 when the results are complete but
 something went wrong (a submission skipped or failing, images or rows missing; see
 summary.md), 2 when nothing could run (bad flags, dataset, metadata, no usable
@@ -32,7 +40,9 @@ import sys
 
 from absl import flags, logging
 
+from attacks.execution import flags as execution_flags
 from defense.common import cli
+from defense.common.errors import ParameterError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("attacks_dir", None, "Directory of non-targeted attack submissions.")
@@ -93,6 +103,9 @@ flags.DEFINE_string(
 flags.DEFINE_float(
     "docker_cpus", None, "Docker runtime: the CPUs each container may use (`docker run --cpus`)."
 )
+flags.DEFINE_boolean(
+    "progress", True, "Show a progress bar over the pieces on stderr (when it is a terminal)."
+)
 
 PROGRAM = "run_competition"
 _REQUIRED = ("defenses_dir", "dataset_dir", "dataset_metadata", "intermediate_results_dir")
@@ -105,6 +118,12 @@ def main(argv: list[str]) -> int:
     missing = [f"--{name}" for name in (*_REQUIRED, "output_dir") if not FLAGS[name].value]
     if missing:
         return cli.fail(PROGRAM, f"{', '.join(missing)} required")
+    try:
+        execution_flags.check_executor_flags()
+    except ParameterError as error:
+        return cli.fail(PROGRAM, error)
+    from tqdm import tqdm
+
     from attacks.competition.harness import Options, prepare
     from defense.common.errors import InputError
 
@@ -129,9 +148,30 @@ def main(argv: list[str]) -> int:
     )
     try:
         competition = prepare(options)
+        executor = execution_flags.executor_from_flags()
     except (ValueError, InputError) as error:
         return cli.fail(PROGRAM, error)
-    scores = cli.run_writing(PROGRAM, FLAGS.intermediate_results_dir, competition.run)
+    shown = FLAGS.progress and sys.stderr.isatty()
+    bar = tqdm(unit="piece", disable=not shown, dynamic_ncols=True)
+
+    def progress(done: int, total: int, label: str | None) -> None:
+        """The bar over the pieces to run, with ETA, driven by completions."""
+        if label is None:
+            bar.total = total
+            bar.refresh()
+        else:
+            bar.set_postfix_str(label)
+            bar.update()
+
+    try:
+        scores = cli.run_writing(
+            PROGRAM,
+            FLAGS.intermediate_results_dir,
+            lambda: competition.run(executor, progress),
+        )
+    finally:
+        bar.close()
+        executor.close()
     if isinstance(scores, int):
         return scores
     logging.info("results in %s", FLAGS.output_dir)

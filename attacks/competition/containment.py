@@ -8,9 +8,11 @@ once it is started again.
 - After each piece, a sweep of /proc kills every process descending from the piece,
   every child the harness adopted during it, and every process whose environment
   carries the piece's token (`RUN_COMPETITION_PIECE`), until none is left.
-- The token of the piece in flight is kept in the ledger (`.running` in the
-  intermediate directory), so that a harness started again ends what an earlier
-  one, killed with SIGKILL, left running.
+- The tokens of the pieces in flight are kept in the ledger (`.running/` in the
+  intermediate directory: one entry `<host>.<token>` per piece, so that pieces run
+  side by side, on one machine or several, each have theirs), so that a harness
+  started again ends what an earlier one, killed with SIGKILL, left running (on
+  every node: each ends the entries of its own host).
 
 What this cannot contain: a process that clears its environment and detaches while
 the harness is being killed with SIGKILL (no subreaper is left to adopt it). A PID
@@ -24,20 +26,23 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import re
 import secrets
 import signal
+import socket
 import time
 from collections.abc import Collection, Iterator
 from pathlib import Path
 
 from absl import logging
 
-from defense.common.files import read_bounded, write_text_atomic
+from defense.common.files import write_text_atomic
 
 TOKEN_VARIABLE = "RUN_COMPETITION_PIECE"
 LEDGER = ".running"
 _PR_SET_PDEATHSIG, _PR_SET_CHILD_SUBREAPER = 1, 36
 _SWEEP_ROUNDS = 50
+_TOKEN = re.compile(r"[0-9a-f]{32}")
 
 
 def _prctl(option: int, value: int) -> bool:
@@ -135,26 +140,47 @@ def sweep(token: str, *, roots: Collection[int] = (), spared: Collection[int] = 
     return len(killed)
 
 
+def _entry(root: Path, token: str) -> Path:
+    return root / LEDGER / f"{socket.gethostname()}.{token}"
+
+
 @contextlib.contextmanager
 def ledger(root: Path, token: str) -> Iterator[None]:
-    """Note in `root` that the piece marked by `token` is in flight, for as long as it is."""
-    write_text_atomic(root / LEDGER, token + "\n")
+    """Note in `root`'s ledger that the piece marked by `token` is in flight on this
+    host, for as long as it is."""
+    entry = _entry(root, token)
+    if not entry.parent.is_dir() or entry.parent.is_symlink():
+        remove_entry(entry.parent)
+        entry.parent.mkdir(exist_ok=True)
+    write_text_atomic(entry, token + "\n")
     try:
         yield
     finally:
-        (root / LEDGER).unlink(missing_ok=True)
+        entry.unlink(missing_ok=True)
 
 
-def end_leftovers(root: Path) -> None:
-    """End what a harness that was killed left running of its piece in flight."""
-    path = root / LEDGER
-    try:
-        token = read_bounded(path, max_bytes=1024).decode("ascii").strip()
-    except (OSError, UnicodeDecodeError):
-        path.unlink(missing_ok=True)
-        return
-    if token:
-        count = sweep(token, spared=children())
-        if count:
-            logging.warning("ended %d process(es) that an earlier run left running", count)
-    path.unlink(missing_ok=True)
+def remove_entry(path: Path) -> None:
+    """Remove what is at `path` that is not a folder (a file, a link), if anything."""
+    if os.path.lexists(path) and not (path.is_dir() and not path.is_symlink()):
+        path.unlink()
+
+
+def end_leftovers(root: Path) -> int:
+    """End what a harness that was killed left running of its pieces in flight on this
+    host; how many processes were ended."""
+    folder = root / LEDGER
+    if not folder.is_dir() or folder.is_symlink():
+        remove_entry(folder)
+        return 0
+    host = socket.gethostname()
+    count = 0
+    for entry in os.listdir(folder):
+        owner, _, token = entry.rpartition(".")
+        if owner != host:
+            continue
+        if _TOKEN.fullmatch(token):
+            count += sweep(token, spared=children())
+        (folder / entry).unlink(missing_ok=True)
+    if count:
+        logging.warning("ended %d process(es) that an earlier run left running", count)
+    return count

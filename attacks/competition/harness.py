@@ -6,24 +6,33 @@ defenses; each on every batch (defenses: on every part of the batch's pool). A p
 that crashes, hangs or writes nothing is recorded with its reason and the run goes
 on; a finished piece is reused by a later run on the same intermediate directory.
 
-Submissions are treated as hostile. Each piece gets its inputs rebuilt from the
-harness's store and checked after it ran (a change is reported and never reaches
-another piece); the dataset folder is checked after every piece (a change is
-reported, exit 1, and the run goes on with the copies read at the start); records
-are sealed; every process a piece started ends with it; and the intermediate and
-output folders may not overlap the dataset or a submission, so that nothing the
-harness removes is an input. See `runner`, `containment`, `store` and `pieces`.
+The pieces of a phase run on an executor (`attacks.execution`): one after another
+in this process, or side by side as Ray tasks on the nodes of a cluster that share
+the intermediate directory (`work`: what a worker does). Only this process seals
+records, pools and scores, in the pieces' order, so the outputs are the same on
+every executor.
+
+Submissions are treated as hostile. Each piece gets its own input folder, built
+from the harness's store and checked after it ran (a change is reported and never
+reaches another piece); the dataset folder is checked after every piece (a change
+is reported, exit 1, and the run goes on with the copies read at the start);
+records are sealed; every process a piece started ends with it; and the
+intermediate and output folders may not overlap the dataset or a submission, so
+that nothing the harness removes is an input. See `runner`, `containment`, `store`
+and `pieces`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from absl import logging
 
@@ -31,7 +40,6 @@ from attacks.competition import containment, runner
 from attacks.competition.adversarial import (
     AdversarialImage,
     AttackOutput,
-    clip_outputs,
     part_digest,
     pool,
 )
@@ -45,15 +53,13 @@ from attacks.competition.batches import (
     parse_epsilon,
     read_dataset,
 )
-from attacks.competition.layout import Layout, fresh_dir, remove
+from attacks.competition.layout import Layout, remove
 from attacks.competition.pieces import (
-    CLIPPED_DIR,
     RESULT_FILE,
     AttackPiece,
     DefenseOutput,
     DefensePiece,
     load_record,
-    read_defense_output,
     save_record,
 )
 from attacks.competition.scoring import (
@@ -64,7 +70,7 @@ from attacks.competition.scoring import (
     Scores,
     score,
 )
-from attacks.competition.store import changed_files, digest_of, place_files
+from attacks.competition.store import place_files
 from attacks.competition.submissions import (
     ATTACK,
     DEFENSE,
@@ -72,6 +78,8 @@ from attacks.competition.submissions import (
     Submission,
     discover,
 )
+from attacks.competition.work import PieceRun, PieceTask, run_piece
+from attacks.execution.executor import Executor, LocalExecutor, Unit
 from defense.common.errors import ParameterError
 from defense.common.files import check_output_file, ensure_writable_dir, write_text_atomic
 
@@ -193,6 +201,11 @@ def prepare(options: Options) -> Competition:
     _check_options(options)
     epsilons = parse_epsilon(options.epsilon)
     dataset = read_dataset(options.dataset_dir, options.dataset_metadata)
+    # Absolute paths: pieces may run in workers started elsewhere (another directory).
+    dataset = Dataset(
+        tuple(dataclasses.replace(i, path=i.path.absolute()) for i in dataset.images),
+        dataset.ids_without_files,
+    )
     batches = dataset.batches(options.batch_size, epsilons)
     docker = options.runtime == runner.DOCKER
     skipped: dict[str, str] = {}
@@ -205,9 +218,12 @@ def prepare(options: Options) -> Competition:
         directory = getattr(options, parameter)
         found[kind] = []
         if directory:
-            found[kind], skipped_here = discover(
+            submissions, skipped_here = discover(
                 directory, kind, parameter=parameter, docker=docker
             )
+            found[kind] = [
+                dataclasses.replace(s, directory=s.directory.absolute()) for s in submissions
+            ]
             skipped |= skipped_here
     if not found[DEFENSE]:
         raise ParameterError(
@@ -278,46 +294,60 @@ class Competition:
 
     @property
     def layout(self) -> Layout:
-        return Layout(Path(self.options.intermediate_results_dir))
+        return Layout(Path(self.options.intermediate_results_dir).absolute())
 
-    def run(self) -> Scores:
-        """Run what is not finished yet, score everything and write the result files."""
+    def run(self, executor: Executor | None = None, progress: Progress | None = None) -> Scores:
+        """Run what is not finished yet on `executor` (default: one piece after another in
+        this process), score everything and write the result files.
+
+        The attack pieces run first, then the defense pieces on the pools of their
+        images; within each phase the pieces run side by side where the executor
+        allows. Only this process writes records, pools and results; the outputs do
+        not depend on the executor or on the order pieces finish in. `progress(done,
+        total, label)` is called as each piece finishes (label None: `total` grew).
+        """
+        executor = executor or LocalExecutor()
         self.problems, self.dataset_changes = [], {}
         containment.become_subreaper()
         with self.layout.locked():
-            containment.end_leftovers(self.layout.root)
+            executor.on_every_node(containment.end_leftovers, self.layout.root)
             self.secret = self.layout.secret()
             store = self.layout.store
             for image in self.dataset.images:
                 store.read(image.digest, [image.path], what=str(image.path))
-            attack_pieces = [
-                self._attack_piece(attack, batch)
+            counter = _Counter(progress)
+            attack_plans = [
+                self._attack_plan(attack, batch)
                 for attack in [*self.attacks, *self.targeted_attacks]
                 for batch in self.batches
             ]
+            attack_pieces = self._complete(attack_plans, executor, counter)
             pools = {
                 batch.index: self._pool(
                     batch, [piece for piece in attack_pieces if piece.batch == batch.index]
                 )
                 for batch in self.batches
             }
-            defense_pieces, classifications = [], []
-            for defense in self.defenses:
-                for batch in self.batches:
-                    for index, part in enumerate(pools[batch.index]):
-                        piece = self._defense_piece(defense, batch, index, part)
-                        defense_pieces.append(piece)
-                        classifications += [
-                            Classification(
-                                defense.name,
-                                image.attack,
-                                image.targeted,
-                                image.image_id,
-                                piece.output.labels[_stem(image)],
-                            )
-                            for image in part
-                            if _stem(image) in piece.output.labels
-                        ]
+            parts = [
+                (defense, batch, index, part)
+                for defense in self.defenses
+                for batch in self.batches
+                for index, part in enumerate(pools[batch.index])
+            ]
+            defense_plans = [self._defense_plan(*item) for item in parts]
+            defense_pieces = self._complete(defense_plans, executor, counter)
+            classifications = [
+                Classification(
+                    defense.name,
+                    image.attack,
+                    image.targeted,
+                    image.image_id,
+                    piece.output.labels[_stem(image)],
+                )
+                for (defense, _, _, part), piece in zip(parts, defense_pieces, strict=True)
+                for image in part
+                if _stem(image) in piece.output.labels
+            ]
         if self.dataset_changes:
             changed = sorted(self.dataset_changes)
             first = self.dataset_changes[changed[0]]
@@ -345,6 +375,44 @@ class Competition:
         )
         return scores
 
+    def _complete(
+        self, plans: list[_Plan[PieceT]], executor: Executor, counter: _Counter
+    ) -> list[PieceT]:
+        """Run the plans' pieces that are not finished on `executor`, sealing each one's
+        record as it finishes; then note every piece's problems in the plans' order."""
+        runs: dict[str, PieceRun] = {}
+        todo = {plan.label: plan for plan in plans if plan.piece is None}
+        counter.grow(len(todo))
+        units = (Unit(plan.label, run_piece, (plan.task,)) for plan in todo.values())
+        for outcome in executor.run(units):
+            plan, run = todo[outcome.key], outcome.value
+            plan.piece = plan.build(run)
+            runs[plan.label] = run
+            record = {**plan.piece.record(plan.key), "execution": outcome.record()}
+            save_record(plan.folder, record, self.secret)
+            logging.info(
+                "%s: %s, %.1f s (%s)",
+                plan.label,
+                run.outcome.status,
+                run.outcome.seconds,
+                outcome.worker,
+            )
+            counter.advance(plan.label)
+        pieces = []
+        for plan in plans:
+            assert plan.piece is not None, f"{plan.label} did not run"
+            finished = runs.get(plan.label)
+            issues = []
+            if finished is not None:
+                for name in finished.changed_dataset:
+                    self.dataset_changes.setdefault(name, plan.label)
+                if finished.changed_input:
+                    changed = listing(list(finished.changed_input))
+                    issues.append(f"changed its input ({changed}); no other piece saw the change")
+            self._note(plan.label, plan.describe(plan.piece, issues))
+            pieces.append(plan.piece)
+        return pieces
+
     def _settings(self) -> dict[str, Any]:
         options = self.options
         return {
@@ -365,42 +433,40 @@ class Competition:
             return False
         return not (self.options.retry_failed and record["outcome"]["status"] != runner.OK)
 
-    def _run(
-        self,
-        invocation: runner.Invocation,
-        folder: Path,
-        label: str,
-        input_dir: Path,
-        files: dict[str, str],
-    ) -> tuple[runner.Outcome, list[str]]:
-        """Run a piece on `input_dir` (which holds `files`, name -> digest); its outcome,
-        and what it changed of its input and of the dataset folder."""
-        limit = self.options.time_limit or None
-        outcome = runner.run(
-            invocation,
-            time_limit=limit,
-            grace_period=self.options.grace_period,
-            log_dir=folder,
-            ledger_dir=self.layout.root,
-        )
-        issues = []
-        changed = changed_files(input_dir, files)
-        if changed:
-            issues.append(f"changed its input ({listing(changed)}); restored before the next piece")
-        for image in self.dataset.images:
-            if image.file_name not in self.dataset_changes and (
-                digest_of(image.path) != image.digest
-            ):
-                self.dataset_changes[image.file_name] = label
-        return outcome, issues
-
     def _note(self, label: str, issues: list[str]) -> None:
         if issues:
             problem = f"{label}: {'; '.join(issues)}"
             self.problems.append(problem)
             logging.warning("%s", problem)
 
-    def _attack_piece(self, attack: Submission, batch: Batch) -> AttackPiece:
+    def _task(
+        self,
+        label: str,
+        submission: Submission,
+        folder: Path,
+        files: dict[str, str],
+        sources: dict[str, tuple[Path, ...]],
+        *,
+        batch: Batch | None = None,
+        names: frozenset[str] = frozenset(),
+    ) -> PieceTask:
+        return PieceTask(
+            label=label,
+            submission=submission,
+            runtime=self.runtime,
+            folder=folder,
+            files=files,
+            sources=sources,
+            store=self.layout.store,
+            ledger_dir=self.layout.root,
+            time_limit=self.options.time_limit or None,
+            grace_period=self.options.grace_period,
+            dataset=tuple((i.file_name, i.path, i.digest) for i in self.dataset.images),
+            batch=batch,
+            names=names,
+        )
+
+    def _attack_plan(self, attack: Submission, batch: Batch) -> _Plan[AttackPiece]:
         targeted = attack.targeted
         folder = self.layout.attack_piece(attack.name, batch, targeted=targeted)
         key = {
@@ -412,73 +478,43 @@ class Competition:
         kind = attack.kind.replace("_", " ")
         label = f"{kind} {attack.name} {batch.name} (epsilon {batch.epsilon})"
         record = load_record(folder, key, self.secret)
-        piece = None
         store = self.layout.store
-        tampered: list[str] = []
+
+        def build(run: PieceRun) -> AttackPiece:
+            assert isinstance(run.output, AttackOutput)
+            return AttackPiece(
+                attack.name,
+                targeted,
+                batch.index,
+                batch.epsilon,
+                len(batch.images),
+                folder,
+                run.outcome,
+                run.output,
+            )
+
+        plan = _Plan(label, key, folder, build, _describe_attack)
         if record and self._reusable(record):
-            piece = AttackPiece(
-                attack.name,
-                targeted,
-                batch.index,
-                batch.epsilon,
-                len(batch.images),
-                folder,
-                runner.Outcome.from_json(record["outcome"]),
-                AttackOutput.from_json(record["output"]),
+            piece = build(
+                PieceRun(
+                    runner.Outcome.from_json(record["outcome"]),
+                    AttackOutput.from_json(record["output"]),
+                    (),
+                    (),
+                )
             )
-        if piece and piece.clipped_intact(store):
-            logging.info("%s: finished earlier", label)
-        else:
-            files = {image.file_name: image.digest for image in batch.images}
-            if targeted:
-                files[TARGET_CLASS_FILE] = store.put(batch.target_class_csv())
-            input_dir = place_files(
-                self.layout.dataset_input(batch, targeted=targeted),
-                files,
-                store,
-                {image.file_name: [image.path] for image in batch.images},
-            )
-            fresh_dir(folder)
-            written = fresh_dir(folder / "output", open_to_all=self.runtime.kind == runner.DOCKER)
-            logging.info("%s: running", label)
-            outcome, tampered = self._run(
-                self.runtime.attack(attack, input_dir, written, batch.epsilon),
-                folder,
-                label,
-                input_dir,
-                files,
-            )
-            piece = AttackPiece(
-                attack.name,
-                targeted,
-                batch.index,
-                batch.epsilon,
-                len(batch.images),
-                folder,
-                outcome,
-                clip_outputs(written, batch, fresh_dir(folder / CLIPPED_DIR), store),
-            )
-            save_record(folder, piece.record(key), self.secret)
-        logging.info(
-            "%s: %s, %d of %d images, %.1f s",
-            label,
-            piece.outcome.status,
-            len(piece.output.images),
-            piece.size,
-            piece.outcome.seconds,
-        )
-        issues = [] if piece.outcome.status == runner.OK else [piece.outcome.describe()]
-        issues += tampered
-        if piece.output.missing:
-            missing = piece.output.missing
-            issues.append(f"no image for {len(missing)} of {piece.size}: {listing(missing)}")
-        if piece.output.unreadable:
-            unreadable = [f"{name} ({why})" for name, why in piece.output.unreadable.items()]
-            issues.append(f"unreadable: {listing(unreadable)}")
-        if piece.output.resized:
-            issues.append(f"resized to the clean size: {listing(sorted(piece.output.resized))}")
-        self._note(label, issues)
-        return piece
+            if piece.clipped_intact(store):
+                logging.info("%s: finished earlier", label)
+                plan.piece = piece
+                return plan
+        files = {image.file_name: image.digest for image in batch.images}
+        if targeted:
+            files[TARGET_CLASS_FILE] = store.put(batch.target_class_csv())
+        sources: dict[str, tuple[Path, ...]] = {
+            image.file_name: (image.path,) for image in batch.images
+        }
+        plan.task = self._task(label, attack, folder, files, sources, batch=batch)
+        return plan
 
     def _pool(self, batch: Batch, pieces: list[AttackPiece]) -> list[list[AdversarialImage]]:
         """The batch's pool, in its parts' folders (kept when they already hold it)."""
@@ -523,9 +559,9 @@ class Competition:
         )
         return files, folder
 
-    def _defense_piece(
+    def _defense_plan(
         self, defense: Submission, batch: Batch, index: int, part: list[AdversarialImage]
-    ) -> DefensePiece:
+    ) -> _Plan[DefensePiece]:
         folder = self.layout.defense_piece(defense.name, batch, index)
         key = {
             "submission": defense.identity(self.runtime.image(defense)),
@@ -535,53 +571,101 @@ class Competition:
         }
         label = f"defense {defense.name} {batch.name} part {index:02d}"
         record = load_record(folder, key, self.secret)
-        tampered: list[str] = []
-        if record and self._reusable(record):
-            outcome = runner.Outcome.from_json(record["outcome"])
-            output = DefenseOutput.from_json(record["output"])
-            logging.info("%s: finished earlier", label)
-        else:
-            record = None
-            files, input_dir = self._place_part(batch, index, part)
-            fresh_dir(folder)
-            written = fresh_dir(folder / "output", open_to_all=self.runtime.kind == runner.DOCKER)
-            logging.info("%s: running on %d images", label, len(part))
-            outcome, tampered = self._run(
-                self.runtime.defense(defense, input_dir, written / RESULT_FILE),
-                folder,
-                label,
-                input_dir,
-                files,
+
+        def build(run: PieceRun) -> DefensePiece:
+            assert isinstance(run.output, DefenseOutput)
+            return DefensePiece(
+                defense.name, batch.index, index, batch.epsilon, len(part), run.outcome, run.output
             )
-            output = read_defense_output(written / RESULT_FILE, {_stem(image) for image in part})
-        piece = DefensePiece(
-            defense.name, batch.index, index, batch.epsilon, len(part), outcome, output
-        )
-        if record is None:
-            save_record(folder, piece.record(key), self.secret)
-        logging.info(
-            "%s: %s, %d of %d images classified, %.1f s",
-            label,
-            outcome.status,
-            len(output.labels),
-            len(part),
-            outcome.seconds,
-        )
-        issues = [] if outcome.status == runner.OK else [outcome.describe()]
-        issues += tampered
-        if output.refused:
-            issues.append(output.refused)
-        elif not output.wrote_file:
-            issues.append(f"wrote no {RESULT_FILE}")
-        elif len(output.labels) < len(part):
-            issues.append(f"no row for {len(part) - len(output.labels)} of {len(part)} images")
-        if output.malformed_rows:
-            issues.append(f"skipped {output.malformed_rows} malformed row(s)")
-        if output.unknown_names:
-            unknown = output.unknown_names
-            issues.append(f"{len(unknown)} row(s) for images not in its input: {listing(unknown)}")
-        self._note(label, issues)
-        return piece
+
+        plan = _Plan(label, key, folder, build, _describe_defense)
+        if record and self._reusable(record):
+            logging.info("%s: finished earlier", label)
+            plan.piece = build(
+                PieceRun(
+                    runner.Outcome.from_json(record["outcome"]),
+                    DefenseOutput.from_json(record["output"]),
+                    (),
+                    (),
+                )
+            )
+            return plan
+        files = {image.name: image.digest for image in part}
+        sources: dict[str, tuple[Path, ...]] = {image.name: (image.source,) for image in part}
+        names = frozenset(_stem(image) for image in part)
+        plan.task = self._task(label, defense, folder, files, sources, names=names)
+        return plan
+
+
+PieceT = TypeVar("PieceT", AttackPiece, DefensePiece)
+Progress = Callable[[int, int, "str | None"], None]
+
+
+@dataclass
+class _Plan(Generic[PieceT]):
+    """A piece as the driver plans it: reused (`piece` set) or to run (`task`); `build`
+    makes the piece of a worker's `PieceRun`, `describe` lists its problems."""
+
+    label: str
+    key: dict[str, Any]
+    folder: Path
+    build: Callable[[PieceRun], PieceT]
+    describe: Callable[[PieceT, list[str]], list[str]]
+    piece: PieceT | None = None
+    task: PieceTask | None = None
+
+
+@dataclass
+class _Counter:
+    """Finished pieces for `progress`, over a total that grows phase by phase."""
+
+    progress: Progress | None
+    done: int = 0
+    total: int = 0
+
+    def grow(self, count: int) -> None:
+        self.total += count
+        if self.progress:
+            self.progress(self.done, self.total, None)
+
+    def advance(self, label: str) -> None:
+        self.done += 1
+        if self.progress:
+            self.progress(self.done, self.total, label)
+
+
+def _describe_attack(piece: AttackPiece, issues: list[str]) -> list[str]:
+    """What went wrong in an attack piece: its outcome, then `issues`, then its images."""
+    found = [] if piece.outcome.status == runner.OK else [piece.outcome.describe()]
+    found += issues
+    if piece.output.missing:
+        missing = piece.output.missing
+        found.append(f"no image for {len(missing)} of {piece.size}: {listing(missing)}")
+    if piece.output.unreadable:
+        unreadable = [f"{name} ({why})" for name, why in piece.output.unreadable.items()]
+        found.append(f"unreadable: {listing(unreadable)}")
+    if piece.output.resized:
+        found.append(f"resized to the clean size: {listing(sorted(piece.output.resized))}")
+    return found
+
+
+def _describe_defense(piece: DefensePiece, issues: list[str]) -> list[str]:
+    """What went wrong in a defense piece: its outcome, then `issues`, then its rows."""
+    output, size = piece.output, piece.size
+    found = [] if piece.outcome.status == runner.OK else [piece.outcome.describe()]
+    found += issues
+    if output.refused:
+        found.append(output.refused)
+    elif not output.wrote_file:
+        found.append(f"wrote no {RESULT_FILE}")
+    elif len(output.labels) < size:
+        found.append(f"no row for {size - len(output.labels)} of {size} images")
+    if output.malformed_rows:
+        found.append(f"skipped {output.malformed_rows} malformed row(s)")
+    if output.unknown_names:
+        unknown = output.unknown_names
+        found.append(f"{len(unknown)} row(s) for images not in its input: {listing(unknown)}")
+    return found
 
 
 def _stem(image: AdversarialImage) -> str:

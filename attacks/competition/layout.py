@@ -2,20 +2,21 @@
 
     store/                                every file the harness knows by digest (`store`)
     .key                                  the secret that seals the records (`pieces`)
-    .running                              the piece in flight (`containment`)
-    dataset/batch_003/                    clean images of batch 3: the input of its attack pieces
-    dataset/batch_003_targeted/           the same and target_class.csv, for targeted attacks
-    attacks_output/<attack>/batch_003/    one attack piece: output/ (what the attack wrote),
+    .running/<host>.<token>               the pieces in flight (`containment`)
+    attacks_output/<attack>/batch_003/    one attack piece: input/ (batch 3's clean images,
+                                          and target_class.csv for a targeted attack; there
+                                          while it runs), output/ (what the attack wrote),
                                           clipped/ (the images defenses see), logs, piece.json
     targeted_attacks_output/<attack>/batch_003/
     all_adv_examples/batch_003/part_00/   the batch's clipped images of every attack, under
                                           anonymous names (mapping.json beside says whose)
-    defenses_output/<defense>/batch_003_part_00/   output/result.csv, logs, piece.json
+    defenses_output/<defense>/batch_003_part_00/   input/ (the part's images, while it runs),
+                                          output/result.csv, logs, piece.json
 
 A piece's `piece.json` is written last, once its outcome and outputs were read: a
 later run reuses it when its key and seal match, and runs the piece again otherwise.
-Input folders are rebuilt from the store whenever their files differ from what they
-should hold, before every piece.
+It also keeps where the piece ran (worker, node, seconds, attempts). Input folders
+are built from the store before every piece and removed after it.
 """
 
 from __future__ import annotations
@@ -44,9 +45,6 @@ class Layout:
     """The paths of the intermediate results directory `root`."""
 
     root: Path
-
-    def dataset_input(self, batch: Batch, *, targeted: bool) -> Path:
-        return self.root / "dataset" / f"{batch.name}{'_targeted' if targeted else ''}"
 
     def attack_piece(self, name: str, batch: Batch, *, targeted: bool) -> Path:
         kind = "targeted_attacks_output" if targeted else "attacks_output"

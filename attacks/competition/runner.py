@@ -65,8 +65,9 @@ class Invocation:
 
 @dataclass(frozen=True)
 class Runtime:
-    """How entry points are run: `native` or `docker` (with `gpu`: `--gpus all` and the
-    submission's `container_gpu`); `grace_period` is what `docker stop` is given,
+    """How entry points are run: `native` or `docker` (with `gpu`: the submission's
+    `container_gpu` and `--gpus all`, or `--gpus "device=..."` of `devices`, the GPUs a
+    cluster gave the piece's task); `grace_period` is what `docker stop` is given,
     `memory` and `cpus` are the container's `-m` and `--cpus` (None: no limit)."""
 
     kind: str = NATIVE
@@ -74,6 +75,15 @@ class Runtime:
     grace_period: float = 10.0
     memory: str | None = None
     cpus: float | None = None
+    devices: tuple[str, ...] | None = None
+
+    def gpus(self) -> tuple[str, ...]:
+        """`docker run`'s GPU option: none, every GPU, or the piece's `devices`."""
+        if not self.gpu:
+            return ()
+        if self.devices:
+            return ("--gpus", f'"device={",".join(self.devices)}"')
+        return ("--gpus", "all")
 
     def image(self, submission: Submission) -> str | None:
         """The container image the submission runs in (None natively)."""
@@ -131,7 +141,7 @@ class Runtime:
             "--network",
             "none",
             *limits,
-            *(("--gpus", "all") if self.gpu else ()),
+            *self.gpus(),
             *volumes,
             "-w",
             CODE,

@@ -101,6 +101,18 @@ def _timed(function: Callable[..., T], *arguments: Any) -> tuple[T, str, str, fl
     return value, worker_name(), _node(), time.perf_counter() - start
 
 
+def assigned_gpus() -> tuple[str, ...] | None:
+    """The GPUs Ray gave the task running in this process, as device ids (None outside
+    a Ray task, or when it was given none): what a container started for it may use."""
+    try:
+        import ray
+    except ImportError:
+        return None
+    if not ray.is_initialized():
+        return None
+    return tuple(str(gpu) for gpu in ray.get_gpu_ids()) or None
+
+
 def _node() -> str:
     """The Ray node this process runs on, or `local` outside Ray."""
     try:

@@ -98,7 +98,7 @@ def test_docker_command_lines_and_results(tmp_path, docker_env, gpu):
     assert noop[4:] == [
         *run_options,
         "-v",
-        f"{intermediate}/dataset/batch_000:/input_images:ro",
+        f"{intermediate}/attacks_output/noop/batch_000/input:/input_images:ro",
         "-v",
         f"{intermediate}/attacks_output/noop/batch_000/output:/output_images",
         "-v",
@@ -114,7 +114,7 @@ def test_docker_command_lines_and_results(tmp_path, docker_env, gpu):
     assert target[4:] == [
         *run_options,
         "-v",
-        f"{intermediate}/dataset/batch_000_targeted:/input_images:ro",
+        f"{intermediate}/targeted_attacks_output/target/batch_000/input:/input_images:ro",
         "-v",
         f"{intermediate}/targeted_attacks_output/target/batch_000/output:/output_images",
         "-v",
@@ -130,7 +130,7 @@ def test_docker_command_lines_and_results(tmp_path, docker_env, gpu):
     assert decode[4:] == [
         *run_options,
         "-v",
-        f"{intermediate}/all_adv_examples/batch_000/part_00:/input_images:ro",
+        f"{intermediate}/defenses_output/decode/batch_000_part_00/input:/input_images:ro",
         "-v",
         f"{intermediate}/defenses_output/decode/batch_000_part_00/output:/output_data",
         "-v",

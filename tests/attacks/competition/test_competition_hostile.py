@@ -120,7 +120,7 @@ def test_a_forged_record_is_not_used(tmp_path):
         ["", "decode", "forger"],
         ["noop", "2", "2"],
     ]
-    assert calls(tmp_path)["decode batch_000/part_00"] == 2
+    assert calls(tmp_path)["decode batch_000_part_00"] == 2
     assert "piece.json was changed outside the harness" in again.stderr
 
 

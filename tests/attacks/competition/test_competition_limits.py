@@ -95,7 +95,7 @@ def test_an_interrupted_run_continues_where_it_stopped(tmp_path):
     )
     try:
         deadline = time.monotonic() + 60
-        while not calls(tmp_path)["slow batch_000/part_00"] and time.monotonic() < deadline:
+        while not calls(tmp_path)["slow batch_000_part_00"] and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(0.5)  # slow is now sleeping, without a time limit
         harness.send_signal(signal.SIGTERM)
@@ -114,9 +114,9 @@ def test_an_interrupted_run_continues_where_it_stopped(tmp_path):
     again = run_script(*args, f"--time_limit={LIMIT}", f"--grace_period={GRACE}", env=env)
     assert again.returncode == 1, again.stderr  # slow times out
     assert calls(tmp_path) == {
-        "noop dataset/batch_000": 1,
-        "decode batch_000/part_00": 1,
-        "slow batch_000/part_00": 2,
+        "noop batch_000": 1,
+        "decode batch_000_part_00": 1,
+        "slow batch_000_part_00": 2,
     }
     assert read_rows(tmp_path / "output" / "accuracy_on_attacks.csv") == [
         ["", "decode", "slow"],

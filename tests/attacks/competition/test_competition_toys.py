@@ -222,12 +222,11 @@ def test_every_cell_and_score_of_a_toy_competition(tmp_path):
     assert f"- {bad}: skipped: metadata.json is not valid JSON" in summary
     assert "8 images in batches of 2; epsilon cycle; time limit 500 s per piece" in summary
 
-    # Inputs: the batch's clean images, read-only; targets only for targeted attacks.
-    assert sorted(os.listdir(intermediate / "dataset" / "batch_002")) == ["img4.png", "img5.png"]
-    assert (intermediate / "dataset" / "batch_002_targeted" / "target_class.csv").read_text() == (
-        "img4.png,6\nimg5.png,4\n"
-    )
-    assert (intermediate / "dataset" / "batch_002" / "img4.png").stat().st_mode & 0o777 == 0o444
+    # Inputs: each piece had its own, removed once it ran; where it ran is in its record.
+    assert not list(intermediate.glob("**/input")), list(intermediate.glob("**/input"))
+    record = json.loads((intermediate / "attacks_output/noop/batch_002/piece.json").read_text())
+    assert set(record["execution"]) == {"worker", "node", "seconds", "attempts"}
+    assert record["execution"]["node"] == "local" and record["execution"]["attempts"] == 1
 
     # The pool: anonymous names mixing the attacks, each image clipped into its ball.
     pool = intermediate / "all_adv_examples" / "batch_001"
@@ -252,8 +251,8 @@ def test_every_cell_and_score_of_a_toy_competition(tmp_path):
             red = {"img2": clean - 8, "img3": clean + 8}[origin["image_id"]]
         assert (pixels[..., 0] == red).all(), (name, origin)
     calls_before = calls(tmp_path)
-    assert calls_before["noop dataset/batch_000"] == 1
-    assert calls_before["target dataset/batch_000_targeted"] == 1
+    assert calls_before["noop batch_000"] == 1
+    assert calls_before["target batch_000"] == 1
     assert sum(n for call, n in calls_before.items() if call.startswith("decode ")) == 16
 
     # A second run reuses every piece and writes the same files.
@@ -295,8 +294,8 @@ def test_resume_reruns_only_what_changed(tmp_path):
     rerun = {name for name, mtime in piece_times(tmp_path).items() if mtime != times[name]}
     assert rerun == {name for name in times if "/broken/" in name or "/crash/" in name}
     assert calls(tmp_path) - counted == {
-        "broken dataset/batch_000": 1,
-        "broken dataset/batch_001": 1,
+        "broken batch_000": 1,
+        "broken batch_001": 1,
     }
 
     # --epsilon=8: batch 0 (was 4) is attacked again, batch 1 (was 8) is not. Its
@@ -304,7 +303,7 @@ def test_resume_reruns_only_what_changed(tmp_path):
     counted, times = calls(tmp_path), piece_times(tmp_path)
     fixed = run_script(*args, "--epsilon=8", env=env)
     assert fixed.returncode == 1, fixed.stderr
-    assert calls(tmp_path) - counted == {"broken dataset/batch_000": 1, "noop dataset/batch_000": 1}
+    assert calls(tmp_path) - counted == {"broken batch_000": 1, "noop batch_000": 1}
     rerun = {name for name, mtime in piece_times(tmp_path).items() if mtime != times[name]}
     assert rerun == {
         "intermediate/attacks_output/broken/batch_000/piece.json",

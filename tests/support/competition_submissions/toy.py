@@ -41,7 +41,7 @@ def main(command, source, destination, *rest):
     calls = os.environ.get("TOY_CALLS")
     if calls:
         with open(calls, "a") as log:
-            log.write(f"{Path.cwd().name} {Path(source).parent.name}/{Path(source).name}\n")
+            log.write(f"{Path.cwd().name} {Path(source).parent.name}\n")  # the piece's folder
     if command == "copy":
         for path in pngs(source)[:1] if "--first" in rest else pngs(source):
             image(path).save(Path(destination) / path.name)
