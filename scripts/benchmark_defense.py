@@ -6,7 +6,8 @@ early exit's saving on the trained digits CNN, bfloat16 where the CPU has bfloat
 units, and each GPU's precisions (`attacks.benchmark.defense_speed`). `--attacks`
 times the batched attacks against their un-batched equivalents on the digits CNN
 (`attacks.benchmark.attack_speed`); `--executors` a digits robustness card in cells
-on the local executor against Ray on this machine (`attacks.benchmark.executors`);
+and a toy competition on the local executor against Ray on this machine, then
+projections of the full competition and Tables 1-6 (`attacks.benchmark.executors`);
 `--memory` the peak RSS of the runner
 (`run_defense`, a generated checkpoint) for `--memory_images` images
 (`attacks.benchmark.memory`). The library is `attacks.benchmark`; this shell only

@@ -198,3 +198,17 @@ def cw_run(digits_target, digits_correct, tmp_path_factory):
 
     found = run_once(tmp_path_factory, "cw", attacked)
     return images, labels, found["adversarial"]
+
+
+@pytest.fixture
+def cluster():
+    """A two-node Ray cluster on this machine (`ray.cluster_utils.Cluster`): a head that
+    runs nothing and two worker nodes of one CPU each, as (cluster, nodes)."""
+    ray = pytest.importorskip("ray")
+    cluster_utils = pytest.importorskip("ray.cluster_utils")
+    cluster = cluster_utils.Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
+    cluster.wait_for_nodes()
+    yield cluster, nodes
+    ray.shutdown()
+    cluster.shutdown()

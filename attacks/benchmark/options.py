@@ -131,7 +131,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_boolean(
         "executors",
         d.executors,
-        "Time a digits robustness card on the local executor against Ray on this machine.",
+        "Time a digits robustness card and a toy competition on the local executor against "
+        "Ray on this machine; project the full competition and Tables 1-6 on N devices.",
         flag_values=flag_values,
     )
     flags.DEFINE_boolean(

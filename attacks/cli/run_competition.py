@@ -151,6 +151,11 @@ def main(argv: list[str]) -> int:
         executor = execution_flags.executor_from_flags()
     except (ValueError, InputError) as error:
         return cli.fail(PROGRAM, error)
+    try:
+        competition.check_shared(executor)
+    except (OSError, InputError) as error:
+        executor.close()
+        return cli.fail(PROGRAM, error)
     shown = FLAGS.progress and sys.stderr.isatty()
     bar = tqdm(unit="piece", disable=not shown, dynamic_ncols=True)
 

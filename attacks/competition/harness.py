@@ -28,6 +28,7 @@ import dataclasses
 import json
 import math
 import os
+import secrets
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -78,9 +79,9 @@ from attacks.competition.submissions import (
     Submission,
     discover,
 )
-from attacks.competition.work import PieceRun, PieceTask, run_piece
+from attacks.competition.work import PieceRun, PieceTask, run_piece, unshared
 from attacks.execution.executor import Executor, LocalExecutor, Unit
-from defense.common.errors import ParameterError
+from defense.common.errors import InputError, ParameterError
 from defense.common.files import check_output_file, ensure_writable_dir, write_text_atomic
 
 TIME_LIMIT = 500.0
@@ -88,6 +89,8 @@ GRACE_PERIOD = 10.0
 # A day: the longest time limit or grace period that means anything for one piece.
 MAX_SECONDS = 86_400.0
 MAPPING_FILE = "mapping.json"
+# Written by the driver, read by every node: the intermediate directory is shared.
+SHARED_PROBE = ".shared"
 
 
 @dataclass(frozen=True)
@@ -412,6 +415,32 @@ class Competition:
             self._note(plan.label, plan.describe(plan.piece, issues))
             pieces.append(plan.piece)
         return pieces
+
+    def check_shared(self, executor: Executor) -> None:
+        """Refuse, before any piece, an executor whose nodes do not all see what this
+        process read (the dataset's images, the submissions' entry points) and this
+        intermediate directory: `InputError` naming each node and what it lacks."""
+        root = self.layout.root
+        token = secrets.token_hex(16)
+        probe = root / SHARED_PROBE
+        write_text_atomic(probe, token + "\n")
+        dataset = tuple((i.file_name, i.path, i.digest) for i in self.dataset.images)
+        entry_points = tuple(
+            (s.name, s.directory / s.entry_point)
+            for s in (*self.attacks, *self.targeted_attacks, *self.defenses)
+        )
+        try:
+            seen = executor.on_every_node(unshared, dataset, entry_points, probe, token)
+        finally:
+            probe.unlink(missing_ok=True)
+        lines = [f"node {node}: {listing(found)}" for node, found in seen.items() if found]
+        if lines:
+            raise InputError(
+                "the competition's files are not the same on every node of the cluster:\n  "
+                + "\n  ".join(lines)
+                + "\nPut dataset_dir, the submissions and intermediate_results_dir on storage "
+                "every node mounts at the same paths."
+            )
 
     def _settings(self) -> dict[str, Any]:
         options = self.options

@@ -25,6 +25,7 @@ from attacks.competition.layout import fresh_dir, remove
 from attacks.competition.pieces import CLIPPED_DIR, RESULT_FILE, DefenseOutput, read_defense_output
 from attacks.competition.store import Store, changed_files, digest_of, place_files
 from attacks.competition.submissions import Submission
+from defense.common.files import read_bounded, reason
 
 INPUT_DIR, OUTPUT_DIR = "input", "output"
 
@@ -96,3 +97,30 @@ def run_piece(task: PieceTask) -> PieceRun:
     else:
         output = read_defense_output(written / RESULT_FILE, task.names)
     return PieceRun(outcome, output, changed_input, changed_dataset)
+
+
+def unshared(
+    dataset: tuple[tuple[str, Path, str], ...],
+    entry_points: tuple[tuple[str, Path], ...],
+    probe: Path,
+    token: str,
+) -> list[str]:
+    """What this node does not share with the driver (run on every node before any
+    piece): dataset images (file name, path, digest) missing or with other content,
+    submissions' entry points (name, path) missing, and an intermediate directory
+    whose `probe` file does not hold the driver's `token`."""
+    found = [
+        f"{name} (missing or other content)"
+        for name, path, digest in dataset
+        if digest_of(path) != digest
+    ]
+    found += [
+        f"submission {name} ({path} missing)" for name, path in entry_points if not path.is_file()
+    ]
+    try:
+        seen = read_bounded(probe, max_bytes=256).decode("ascii", "replace").strip()
+    except OSError as error:
+        seen = f"unreadable: {reason(error)}"
+    if seen != token:
+        found.append(f"intermediate_results_dir {probe.parent} (not the driver's folder)")
+    return found

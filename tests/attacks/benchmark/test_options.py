@@ -34,7 +34,8 @@ HELP = {
     "intra_op_threads": "TensorFlow intra-op threads (0: its default).",
     "inter_op_threads": "TensorFlow inter-op threads (0: its default).",
     "attacks": "Time the batched attacks against un-batched loops.",
-    "executors": "Time a digits robustness card on the local executor against Ray on this machine.",
+    "executors": "Time a digits robustness card and a toy competition on the local executor "
+    "against Ray on this machine; project the full competition and Tables 1-6 on N devices.",
     "memory": "Measure the runner's peak RSS for --memory_images.",
     "memory_images": "Numbers of images for --memory.",
     "seed": "Seed for images, weights and patterns.",

@@ -4,6 +4,7 @@ record says where it ran, a docker piece gets its task's GPUs, and bad executor
 flags are refused before anything runs."""
 
 import json
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ from attacks.competition import runner
 from attacks.competition.submissions import Submission
 from attacks.competition.work import PieceTask, run_piece
 from tests.support.competition_submissions.fixtures import (
+    TOYS,
     competition_args,
     link_toys,
     make_dataset,
@@ -160,3 +162,41 @@ def test_a_docker_piece_gets_the_gpus_of_its_task(tmp_path, monkeypatch):
     )
     run_piece(task)
     assert seen[0][seen[0].index("--gpus") + 1] == '"device=2"'
+
+
+def test_every_node_must_see_the_competitions_files(cluster, tmp_path):
+    """Before any piece, each node checks the dataset images (by digest), the
+    submissions' entry points and the intermediate directory the driver uses."""
+    from attacks.competition.harness import Options, prepare
+    from attacks.execution.executor import RayExecutor
+    from defense.common.errors import InputError
+
+    cluster, nodes = cluster
+    dataset, metadata = make_dataset(tmp_path)
+    shutil.copytree(TOYS / "noop", tmp_path / "attacks" / "noop")
+    competition = prepare(
+        Options(
+            defenses_dir=link_toys(tmp_path / "defenses", "decode"),
+            dataset_dir=dataset,
+            dataset_metadata=metadata,
+            intermediate_results_dir=tmp_path / "intermediate",
+            output_dir=tmp_path / "output",
+            attacks_dir=tmp_path / "attacks",
+        )
+    )
+    executor = RayExecutor(ray_address=cluster.address)
+    try:
+        competition.check_shared(executor)
+        (dataset / "img3.png").write_bytes(b"changed")
+        (tmp_path / "attacks" / "noop" / "run.sh").unlink()
+        with pytest.raises(InputError, match="not the same on every node") as error:
+            competition.check_shared(executor)
+    finally:
+        executor.close()
+    message = str(error.value)
+    for node in nodes:
+        assert f"({node.node_id[:8]}): img3.png (missing or other content), submission noop (" in (
+            message
+        )
+    assert not (tmp_path / "intermediate" / ".shared").exists()
+    assert not list((tmp_path / "intermediate").rglob("piece.json"))

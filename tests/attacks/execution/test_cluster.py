@@ -1,4 +1,4 @@
-"""A two-node Ray cluster on this machine (`ray.cluster_utils.Cluster`): a node removed
+"""A two-node Ray cluster on this machine (the `cluster` fixture): a node removed
 mid-run loses no unit; its units are submitted again and finish on the node left."""
 
 import hashlib
@@ -11,7 +11,6 @@ import pytest
 from attacks.execution.executor import RayExecutor, Unit
 
 ray = pytest.importorskip("ray")
-cluster_utils = pytest.importorskip("ray.cluster_utils")
 pytestmark = pytest.mark.xdist_group("ray")
 
 
@@ -31,17 +30,6 @@ def remove_when_busy(cluster, node, folder, seconds=120):
             return
         time.sleep(0.05)
     cluster.remove_node(node, allow_graceful=False)
-
-
-@pytest.fixture
-def cluster():
-    """A head that runs nothing and two worker nodes of one CPU each."""
-    cluster = cluster_utils.Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
-    nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
-    cluster.wait_for_nodes()
-    yield cluster, nodes
-    ray.shutdown()
-    cluster.shutdown()
 
 
 def test_a_node_lost_mid_run_loses_no_unit(cluster, tmp_path):
