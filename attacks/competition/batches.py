@@ -19,7 +19,7 @@ from pathlib import Path
 from PIL import Image
 
 from attacks.data.dataset import TARGET_CLASS, LabelError, labels_for, parse_labels, read_csv_lines
-from defense.common.errors import ParameterError
+from defense.common.errors import ParameterError, listing
 from defense.common.files import read_bounded, reason
 
 EPSILON_CYCLE = (4, 8, 12, 16)
@@ -32,7 +32,6 @@ NIPS17_HEADER = (
 )
 TARGET_CLASS_FILE = "target_class.csv"
 MAX_IMAGE_BYTES = 64 << 20
-_SHOWN = 10
 
 
 def parse_epsilon(value: str) -> tuple[int, ...]:
@@ -55,12 +54,6 @@ def parse_epsilon(value: str) -> tuple[int, ...]:
 def sha256_bytes(data: bytes) -> str:
     """The hex SHA-256 of `data`: how inputs are recognised when a run is resumed."""
     return hashlib.sha256(data).hexdigest()
-
-
-def listing(items: list[str]) -> str:
-    """At most ten items for a message, and how many more there are."""
-    more = f" and {len(items) - _SHOWN} more" if len(items) > _SHOWN else ""
-    return ", ".join(items[:_SHOWN]) + more
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,6 @@ from attacks.competition.batches import (
     TARGET_CLASS_FILE,
     Batch,
     Dataset,
-    listing,
     parse_epsilon,
     read_dataset,
 )
@@ -80,8 +79,8 @@ from attacks.competition.submissions import (
     discover,
 )
 from attacks.competition.work import PieceRun, PieceTask, run_piece, unshared
-from attacks.execution.executor import Executor, LocalExecutor, Unit
-from defense.common.errors import InputError, ParameterError
+from attacks.execution.executor import Executor, LocalExecutor, Unit, refuse_unshared
+from defense.common.errors import ParameterError, listing
 from defense.common.files import check_output_file, ensure_writable_dir, write_text_atomic
 
 TIME_LIMIT = 500.0
@@ -433,14 +432,11 @@ class Competition:
             seen = executor.on_every_node(unshared, dataset, entry_points, probe, token)
         finally:
             probe.unlink(missing_ok=True)
-        lines = [f"node {node}: {listing(found)}" for node, found in seen.items() if found]
-        if lines:
-            raise InputError(
-                "the competition's files are not the same on every node of the cluster:\n  "
-                + "\n  ".join(lines)
-                + "\nPut dataset_dir, the submissions and intermediate_results_dir on storage "
-                "every node mounts at the same paths."
-            )
+        refuse_unshared(
+            seen,
+            "the competition's files",
+            "dataset_dir, the submissions and intermediate_results_dir",
+        )
 
     def _settings(self) -> dict[str, Any]:
         options = self.options

@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from attacks.competition.batches import Dataset, listing
+from attacks.competition.batches import Dataset
 from attacks.competition.pieces import AttackPiece, DefensePiece
+from defense.common.errors import listing
 from defense.common.files import write_csv_atomic, write_text_atomic
 
 ACCURACY_ON_ATTACKS = "accuracy_on_attacks.csv"

@@ -19,12 +19,12 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 from attacks.execution.resident import Resident
-from defense.common.errors import ParameterError
+from defense.common.errors import InputError, ParameterError, listing
 
 T = TypeVar("T")
 
@@ -311,6 +311,19 @@ def check_reachable(ray_address: str) -> None:
         raise ParameterError(
             f"ray_address {ray_address}: no Ray cluster answers there ({reason})", "ray_address"
         ) from None
+
+
+def refuse_unshared(found: Mapping[str, Sequence[str]], what: str, where: str) -> None:
+    """Raise `InputError` naming each node of `found` (node -> what it lacks, from
+    `Executor.on_every_node`) that lacks something of `what`; `where` names the
+    parameters whose folders every node must mount at the same paths."""
+    lines = [f"node {node}: {listing(items)}" for node, items in found.items() if items]
+    if lines:
+        raise InputError(
+            f"nodes of the cluster do not see {what} as this process read it:\n  "
+            + "\n  ".join(lines)
+            + f"\nPut {where} on storage every node mounts at the same paths."
+        )
 
 
 def check_settings(

@@ -21,8 +21,7 @@ from absl import logging
 from tqdm import tqdm
 
 from attacks.catalog import DEFENSE, get_attack
-from attacks.competition.batches import listing
-from attacks.execution.executor import Executor, LocalExecutor, Unit
+from attacks.execution.executor import Executor, LocalExecutor, Unit, refuse_unshared
 from attacks.execution.resident import Resident
 from attacks.paper import plots
 from attacks.paper.cells import RESULTS_FILE, SOURCES, Cell, ResultsFile, pending
@@ -43,7 +42,7 @@ from attacks.paper.tables import (
     row_attack,
     row_title,
 )
-from defense.common.errors import InputError, ParameterError
+from defense.common.errors import ParameterError
 from defense.common.files import ensure_writable_dir, write_text_atomic
 
 TABLES_FILE, PLOTS_DIR = "tables.txt", "plots"
@@ -184,13 +183,7 @@ def check_shared(sets: ImageSets, executor: Executor) -> None:
         for node, unseen in executor.on_every_node(ImageSet.unseen, images).items():
             known = problems.setdefault(node, [])
             known.extend(name for name in unseen if name not in known)
-    lines = [f"node {node}: {listing(unseen)}" for node, unseen in problems.items() if unseen]
-    if lines:
-        raise InputError(
-            "the dataset is not the same on every node of the cluster:\n  "
-            + "\n  ".join(lines)
-            + "\nPut dataset_dir (and subset_dir) on storage every node mounts at one path."
-        )
+    refuse_unshared(problems, "the dataset", "dataset_dir (and subset_dir)")
 
 
 def resident(entry: ModelEntry) -> Resident[keras.Model]:

@@ -9,7 +9,16 @@ shows the same message in its own terms (`--max_epsilon must be in (0, 255]`).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+
+# The most items a message lists (`listing`).
+SHOWN = 10
+
+
+def listing(items: Sequence[str]) -> str:
+    """At most `SHOWN` items for a message, and how many more there are."""
+    more = f" and {len(items) - SHOWN} more" if len(items) > SHOWN else ""
+    return ", ".join(items[:SHOWN]) + more
 
 
 class ParameterError(ValueError):

@@ -189,7 +189,7 @@ def test_every_node_must_see_the_competitions_files(cluster, tmp_path):
         competition.check_shared(executor)
         (dataset / "img3.png").write_bytes(b"changed")
         (tmp_path / "attacks" / "noop" / "run.sh").unlink()
-        with pytest.raises(InputError, match="not the same on every node") as error:
+        with pytest.raises(InputError, match="nodes of the cluster do not see") as error:
             competition.check_shared(executor)
     finally:
         executor.close()

@@ -69,7 +69,7 @@ def test_every_node_must_see_the_dataset_the_driver_read(cluster, tmp_path):
         check_shared(ImageSets(images, images), executor)
         paths[0].write_bytes(b"changed")
         paths[1].unlink()
-        with pytest.raises(InputError, match="not the same on every node") as error:
+        with pytest.raises(InputError, match="nodes of the cluster do not see") as error:
             check_shared(ImageSets(images, images), executor)
     finally:
         executor.close()
