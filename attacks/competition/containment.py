@@ -36,6 +36,7 @@ from pathlib import Path
 
 from absl import logging
 
+from attacks.competition.layout import remove
 from defense.common.files import write_text_atomic
 
 TOKEN_VARIABLE = "RUN_COMPETITION_PIECE"
@@ -150,7 +151,7 @@ def ledger(root: Path, token: str) -> Iterator[None]:
     host, for as long as it is."""
     entry = _entry(root, token)
     if not entry.parent.is_dir() or entry.parent.is_symlink():
-        remove_entry(entry.parent)
+        remove(entry.parent)
         entry.parent.mkdir(exist_ok=True)
     write_text_atomic(entry, token + "\n")
     try:
@@ -159,18 +160,12 @@ def ledger(root: Path, token: str) -> Iterator[None]:
         entry.unlink(missing_ok=True)
 
 
-def remove_entry(path: Path) -> None:
-    """Remove what is at `path` that is not a folder (a file, a link), if anything."""
-    if os.path.lexists(path) and not (path.is_dir() and not path.is_symlink()):
-        path.unlink()
-
-
 def end_leftovers(root: Path) -> int:
     """End what a harness that was killed left running of its pieces in flight on this
     host; how many processes were ended."""
     folder = root / LEDGER
     if not folder.is_dir() or folder.is_symlink():
-        remove_entry(folder)
+        remove(folder)
         return 0
     host = socket.gethostname()
     count = 0

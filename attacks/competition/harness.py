@@ -25,6 +25,7 @@ and `pieces`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -294,6 +295,12 @@ class Competition:
     dataset_changes: dict[str, str] = field(default_factory=dict)
     secret: bytes = b""
 
+    @functools.cached_property
+    def dataset_files(self) -> tuple[tuple[str, Path, str], ...]:
+        """(file name, path, digest) of every clean image: what a worker checks after each
+        piece, and each node before any (built once, not per piece)."""
+        return tuple((i.file_name, i.path, i.digest) for i in self.dataset.images)
+
     @property
     def layout(self) -> Layout:
         return Layout(Path(self.options.intermediate_results_dir).absolute())
@@ -423,13 +430,12 @@ class Competition:
         token = secrets.token_hex(16)
         probe = root / SHARED_PROBE
         write_text_atomic(probe, token + "\n")
-        dataset = tuple((i.file_name, i.path, i.digest) for i in self.dataset.images)
         entry_points = tuple(
             (s.name, s.directory / s.entry_point)
             for s in (*self.attacks, *self.targeted_attacks, *self.defenses)
         )
         try:
-            seen = executor.on_every_node(unshared, dataset, entry_points, probe, token)
+            seen = executor.on_every_node(unshared, self.dataset_files, entry_points, probe, token)
         finally:
             probe.unlink(missing_ok=True)
         refuse_unshared(
@@ -486,7 +492,7 @@ class Competition:
             ledger_dir=self.layout.root,
             time_limit=self.options.time_limit or None,
             grace_period=self.options.grace_period,
-            dataset=tuple((i.file_name, i.path, i.digest) for i in self.dataset.images),
+            dataset=self.dataset_files,
             batch=batch,
             names=names,
         )
